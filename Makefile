@@ -1,0 +1,46 @@
+# `make demo` and `make test` work on a fresh clone: each creates .venv as needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint typecheck pytest bench bench-quick clean
+
+$(VENV)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[redis,sqlite]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[dev]'
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(PY) examples/quickstart.py
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(PY) -m mypy
+
+pytest: $(VENV)/.dev
+	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+$(VENV)/.bench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e '.[dev,bench]'
+	touch $@ $(VENV)/.dev $(VENV)/.core
+
+bench: $(VENV)/.bench
+	$(PY) -m bench
+
+bench-quick: $(VENV)/.bench
+	$(PY) -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,1 @@
+"""Storage backends, one per module; each imports its driver lazily."""

@@ -1,0 +1,233 @@
+"""In-process backend: a dict with per-key TTLs and an optional LRU bound."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Final, Self
+from urllib.parse import parse_qsl, urlsplit
+
+from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
+from ..codec import Codec, JSONCodec, check_store_name, is_int64
+from ..errors import ConfigError, SerializationError
+
+__all__ = ["MemoryStore"]
+
+# Scalars are immutable, so storing them as they are shares nothing with the
+# caller and skips a JSON round trip on both set and get.
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+# The longest JSON encoding of one character is a 6-byte "\uXXXX" escape.
+_MAX_BYTES_PER_CHAR: Final = 6
+
+_Entry = tuple[Any, float | None]  # (stored value, absolute expiry on the clock or None)
+
+
+class MemoryStore(BaseStore):
+    """A TTL-aware in-process store, optionally bounded with LRU eviction.
+
+    Expired keys are invisible at once and reclaimed in expiry order (a heap),
+    so reclaiming costs O(expired), never a scan of every key. Containers are
+    stored JSON-encoded, which validates them and keeps the caller's objects
+    and the stored ones apart; scalars are stored as they are.
+
+    Args:
+        default_ttl: seconds for writes with ``ttl=None``; None keeps keys forever.
+        max_entries: when set, the least recently used keys are evicted beyond it.
+        clock: monotonic seconds; inject a fake one in tests instead of sleeping.
+        max_value_bytes: largest encoded value accepted (default 16 MiB).
+        codec: value codec (default JSON).
+
+    >>> store = MemoryStore(max_entries=10_000, default_ttl=300)
+    """
+
+    def __init__(
+        self,
+        *,
+        default_ttl: float | None = None,
+        max_entries: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        codec: Codec | None = None,
+    ) -> None:
+        super().__init__(default_ttl=default_ttl, max_value_bytes=max_value_bytes, codec=codec)
+        if max_entries is not None and (
+            isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+        ):
+            raise ValueError(f"max_entries must be a positive int or None, got {max_entries!r}")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._data: dict[str, _Entry] = OrderedDict() if max_entries else {}
+        self._lru: OrderedDict[str, _Entry] | None = (
+            self._data if isinstance(self._data, OrderedDict) else None
+        )
+        self._expiries: list[tuple[float, str]] = []  # heap of (expires_at, key)
+        self._raw_scalars = type(self._codec) is JSONCodec
+        self._max_raw_str = (self._max_value_bytes - 2) // _MAX_BYTES_PER_CHAR
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build from ``memory://`` (query options: ``max_entries``, ``default_ttl``)."""
+        for name, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+            if name == "max_entries":
+                options.setdefault(name, _parse_number(url, name, raw, int))
+            elif name == "default_ttl":
+                options.setdefault(name, _parse_number(url, name, raw, float))
+            else:
+                raise ConfigError(f"unknown option {name!r} in {url!r}")
+        return cls(**options)
+
+    def namespaced(self, name: str) -> Self:
+        """A separate in-memory store with the same settings."""
+        check_store_name(name)
+        return type(self)(
+            default_ttl=self._default_ttl,
+            max_entries=self._max_entries,
+            clock=self._clock,
+            max_value_bytes=self._max_value_bytes,
+            codec=self._codec,
+        )
+
+    def __len__(self) -> int:
+        """Number of entries held, including expired ones not yet reclaimed."""
+        return len(self._data)
+
+    # -- value representation ---------------------------------------------------
+
+    def _encode(self, value: Any) -> Any:
+        kind = type(value)
+        if self._raw_scalars and kind in _SCALARS:
+            if kind is str:
+                if len(value) <= self._max_raw_str:
+                    return value
+            elif kind is float:
+                if not math.isfinite(value):
+                    raise SerializationError("NaN and infinite floats are not valid JSON values")
+                return value
+            elif kind is int:
+                if not is_int64(value):
+                    raise SerializationError("integers must fit in 64 bits to round-trip as JSON")
+                return value
+            else:
+                return value
+        return super()._encode(value)
+
+    def _decode(self, stored: Any) -> Any:
+        return self._codec.decode(stored) if type(stored) is bytes else stored
+
+    # -- expiry -------------------------------------------------------------------
+
+    def _live(self, key: str) -> Any:
+        """Stored value of *key* if live, else MISSING (dropping it if expired)."""
+        entry = self._data.get(key)
+        if entry is None:
+            return MISSING
+        expires_at = entry[1]
+        if expires_at is not None and expires_at <= self._clock():
+            del self._data[key]
+            return MISSING
+        return entry[0]
+
+    def _put(self, key: str, stored: Any, ttl: float | None) -> None:
+        if ttl is None:
+            self._data[key] = (stored, None)
+        else:
+            expires_at = self._clock() + ttl
+            self._data[key] = (stored, expires_at)
+            heapq.heappush(self._expiries, (expires_at, key))
+        if self._lru is not None:
+            self._lru.move_to_end(key)
+            if len(self._lru) > self._max_entries:  # type: ignore[operator]
+                self._reclaim()
+                while len(self._lru) > self._max_entries:  # type: ignore[operator]
+                    self._lru.popitem(last=False)
+        elif self._expiries and self._expiries[0][0] <= self._clock():
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Drop expired entries in expiry order; O(expired) amortised."""
+        heap = self._expiries
+        now = self._clock()
+        while heap and heap[0][0] <= now:
+            expires_at, key = heapq.heappop(heap)
+            entry = self._data.get(key)
+            # A key rewritten since has a newer deadline: its heap item is stale.
+            if entry is not None and entry[1] == expires_at:
+                del self._data[key]
+        # Rewrites leave stale heap items behind; rebuild when they dominate.
+        if len(heap) > 2 * len(self._data) + 64:
+            self._expiries = [(e[1], k) for k, e in self._data.items() if e[1] is not None]
+            heapq.heapify(self._expiries)
+
+    # -- primitives -----------------------------------------------------------------
+
+    async def _get(self, key: str) -> Any:
+        stored = self._live(key)
+        if self._lru is not None and stored is not MISSING:
+            self._lru.move_to_end(key)
+        return stored
+
+    async def _get_many(self, keys: list[str]) -> list[Any]:
+        return [await self._get(key) for key in keys]
+
+    async def _set(self, key: str, stored: Any, ttl: float | None) -> None:
+        self._put(key, stored, ttl)
+
+    async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        for key, stored in items:
+            self._put(key, stored, ttl)
+
+    async def _delete(self, key: str) -> bool:
+        live = self._live(key) is not MISSING
+        if live:
+            del self._data[key]
+        return live
+
+    async def _add(self, key: str, stored: Any, ttl: float | None) -> bool:
+        if self._live(key) is not MISSING:
+            return False
+        self._put(key, stored, ttl)
+        return True
+
+    async def _update(self, key: str, transform: Callable[[Any], Any], ttl: float | None) -> None:
+        # No await between read and write: atomic on the event loop.
+        self._put(key, transform(self._live(key)), ttl)
+
+    async def _ttl(self, key: str) -> float | None:
+        if self._live(key) is MISSING:
+            return None
+        expires_at = self._data[key][1]
+        return None if expires_at is None else max(expires_at - self._clock(), 0.0)
+
+    async def _expire(self, key: str, ttl: float) -> bool:
+        stored = self._live(key)
+        if stored is MISSING:
+            return False
+        expires_at = self._clock() + ttl
+        self._data[key] = (stored, expires_at)
+        heapq.heappush(self._expiries, (expires_at, key))
+        return True
+
+    async def _entries(self, prefix: str) -> AsyncGenerator[tuple[str, Any], None]:
+        # A snapshot of the keys lets other tasks write between our yields.
+        keys = [key for key in self._data if key.startswith(prefix)]
+        for key in keys:
+            stored = self._live(key)
+            if stored is not MISSING:
+                yield key, stored
+
+    async def _clear(self) -> None:
+        self._data.clear()
+        self._expiries.clear()
+
+    async def _aclose(self) -> None:
+        await self._clear()
+
+
+def _parse_number(url: str, name: str, raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"option {name}={raw!r} in {url!r} is not a valid number") from None

@@ -1,0 +1,148 @@
+"""Value codec and input validation shared by every backend.
+
+Values are encoded to JSON bytes with :mod:`orjson`. Encoding is also how stores
+guarantee that they never share a mutable object with the caller: what is
+stored is bytes, and every read decodes a fresh object.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final, Protocol, runtime_checkable
+
+import orjson
+
+from .errors import InvalidKeyError, InvalidTTLError, SerializationError
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "Codec",
+    "JSONCodec",
+    "check_key",
+    "check_prefix",
+    "check_store_name",
+    "check_ttl",
+]
+
+MAX_KEY_LENGTH: Final = 1024
+MAX_STORE_NAME_LENGTH: Final = 64
+_STORE_NAME_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
+)
+_INT64_MIN: Final = -(2**63)
+_UINT64_MAX: Final = 2**64 - 1
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns values into bytes and back. Implementations must not use pickle."""
+
+    def encode(self, value: Any) -> bytes:
+        """Encode *value*; raise :class:`SerializationError` if it cannot be encoded."""
+        ...
+
+    def decode(self, data: bytes) -> Any:
+        """Decode bytes produced by :meth:`encode`."""
+        ...
+
+
+def _find_non_finite(value: Any) -> bool:
+    """True if *value* contains a NaN or infinite float anywhere."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_find_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_find_non_finite(v) for v in value)
+    return False
+
+
+class JSONCodec:
+    """The default codec: compact UTF-8 JSON via orjson.
+
+    Accepts dict (string keys), list, tuple (decoded as list), str, int within
+    the 64-bit range, finite float, bool and None. Anything else, including NaN
+    and infinities, raises :class:`~kvstore.SerializationError`.
+
+    >>> JSONCodec().decode(JSONCodec().encode({"a": [1, 2.5, None]}))
+    {'a': [1, 2.5, None]}
+    """
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> bytes:
+        """Encode *value* as JSON bytes."""
+        try:
+            data = orjson.dumps(value)
+        except TypeError as err:  # orjson.JSONEncodeError subclasses TypeError
+            raise SerializationError(
+                f"value of type {type(value).__name__} is not JSON-serialisable: {err}"
+                " (allowed: dict with str keys, list, str, int, float, bool, None)"
+            ) from err
+        # orjson writes NaN and infinities as null instead of failing; only a
+        # payload that contains "null" can hide one, so the walk is rare.
+        if b"null" in data and _find_non_finite(value):
+            raise SerializationError("NaN and infinite floats are not valid JSON values")
+        return data
+
+    def decode(self, data: bytes) -> Any:
+        """Decode JSON bytes."""
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as err:
+            raise SerializationError(f"stored data is not valid JSON: {err}") from err
+
+
+def check_key(key: object) -> str:
+    """Return *key* if it is a valid key, else raise :class:`InvalidKeyError`."""
+    if type(key) is not str:
+        raise InvalidKeyError(f"key must be a str, not {type(key).__name__}")
+    if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+        if not key:
+            raise InvalidKeyError("key must not be empty")
+        if len(key) > MAX_KEY_LENGTH:
+            raise InvalidKeyError(
+                f"key is {len(key)} characters long; at most {MAX_KEY_LENGTH} are allowed"
+            )
+        raise InvalidKeyError("key must not contain NUL characters")
+    return key
+
+
+def check_prefix(prefix: object) -> str:
+    """Validate an ``entries()`` prefix: a str (possibly empty) without NUL."""
+    if type(prefix) is not str:
+        raise InvalidKeyError(f"prefix must be a str, not {type(prefix).__name__}")
+    if len(prefix) > MAX_KEY_LENGTH or "\x00" in prefix:
+        raise InvalidKeyError(
+            f"prefix must be at most {MAX_KEY_LENGTH} characters and contain no NUL"
+        )
+    return prefix
+
+
+def check_ttl(ttl: object) -> float:
+    """Return *ttl* as a float if it is a finite number of seconds > 0."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise InvalidTTLError(
+            f"ttl must be a number of seconds (int or float), not {type(ttl).__name__}"
+        )
+    seconds = float(ttl)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidTTLError(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
+    return seconds
+
+
+def check_store_name(name: object) -> str:
+    """Validate a store (namespace) name: ``[A-Za-z0-9_.-]{1,64}``."""
+    if type(name) is not str:
+        raise InvalidKeyError(f"store name must be a str, not {type(name).__name__}")
+    if not 0 < len(name) <= MAX_STORE_NAME_LENGTH or not _STORE_NAME_CHARS.issuperset(name):
+        raise InvalidKeyError(
+            f"invalid store name {name!r}: use 1 to {MAX_STORE_NAME_LENGTH} characters"
+            " from A-Z, a-z, 0-9, '_', '.' and '-'"
+        )
+    return name
+
+
+def is_int64(value: int) -> bool:
+    """True if *value* fits the integer range the JSON codec round-trips."""
+    return _INT64_MIN <= value <= _UINT64_MAX

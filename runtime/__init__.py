@@ -1,0 +1,1 @@
+"""runtime: an async agent runtime whose state cache and sessions live in a KV store."""

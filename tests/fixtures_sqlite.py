@@ -1,0 +1,1 @@
+"""SQLite fixtures (filled in by the SQLite backend work)."""
