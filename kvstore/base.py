@@ -245,11 +245,13 @@ class BaseStore(ABC):
         """Build a store from a URL of this backend's scheme (see :func:`~kvstore.open_store`)."""
 
     @abstractmethod
-    def namespaced(self, name: str) -> Self:
+    def namespaced(self, name: str, **options: Any) -> Self:
         """Return a store for namespace *name* that shares this store's connection.
 
-        The returned store does not own the connection: closing it is a no-op for
-        the shared resources, which close with this store.
+        *options* override this store's constructor options for the new store
+        (``default_ttl``, ``max_value_bytes``, and backend ones such as
+        ``max_entries``). The returned store does not own the connection:
+        closing it leaves the shared resources open; they close with this store.
         """
 
     # -- primitives ------------------------------------------------------------

@@ -84,18 +84,27 @@ class StoreService:
         root: the backend store whose connection the named stores share;
             defaults to a fresh :class:`~kvstore.MemoryStore`. The service owns it.
         metrics: wrap each named store in :class:`~kvstore.MetricsStore`.
+        store_options: per-name overrides of the root's options, e.g.
+            ``{"state_cache": {"max_entries": 10_000, "default_ttl": 3600}}``.
 
     >>> service = StoreService()
     >>> sessions = service.get_store("sessions")
     """
 
-    def __init__(self, root: BaseStore | None = None, *, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        root: BaseStore | None = None,
+        *,
+        metrics: bool = True,
+        store_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         if root is None:
             from .backends.memory import MemoryStore
 
             root = MemoryStore()
         self._root = root
         self._metrics = metrics
+        self._store_options = {name: dict(opts) for name, opts in (store_options or {}).items()}
         self._stores: dict[str, KVStore] = {}
         self._closed = False
 
@@ -110,7 +119,8 @@ class StoreService:
             raise StoreClosedError("StoreService is closed")
         store = self._stores.get(name)
         if store is None:
-            store = self._root.namespaced(check_store_name(name))
+            options = self._store_options.get(name, {})
+            store = self._root.namespaced(check_store_name(name), **options)
             if self._metrics:
                 from .metrics import MetricsStore
 
@@ -157,13 +167,19 @@ class StoreService:
 
 
 def open_service(
-    url: str, *, default_ttl: float | None = None, metrics: bool = True, **options: Any
+    url: str,
+    *,
+    default_ttl: float | None = None,
+    metrics: bool = True,
+    store_options: Mapping[str, Mapping[str, Any]] | None = None,
+    **options: Any,
 ) -> StoreService:
     """Build a :class:`StoreService` on the backend a URL names (see :func:`open_store`).
 
     >>> service = open_service("memory://", default_ttl=3600)
     """
-    return StoreService(open_store(url, default_ttl=default_ttl, **options), metrics=metrics)
+    root = open_store(url, default_ttl=default_ttl, **options)
+    return StoreService(root, metrics=metrics, store_options=store_options)
 
 
 def service_from_env(environ: Mapping[str, str] | None = None, **options: Any) -> StoreService:

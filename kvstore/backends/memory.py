@@ -79,16 +79,17 @@ class MemoryStore(BaseStore):
                 raise ConfigError(f"unknown option {name!r} in {url!r}")
         return cls(**options)
 
-    def namespaced(self, name: str) -> Self:
-        """A separate in-memory store with the same settings."""
+    def namespaced(self, name: str, **options: Any) -> Self:
+        """A separate in-memory store with the same settings, overridden by *options*."""
         check_store_name(name)
-        return type(self)(
-            default_ttl=self._default_ttl,
-            max_entries=self._max_entries,
-            clock=self._clock,
-            max_value_bytes=self._max_value_bytes,
-            codec=self._codec,
-        )
+        settings: dict[str, Any] = {
+            "default_ttl": self._default_ttl,
+            "max_entries": self._max_entries,
+            "clock": self._clock,
+            "max_value_bytes": self._max_value_bytes,
+            "codec": self._codec,
+        }
+        return type(self)(**(settings | options))
 
     def __len__(self) -> int:
         """Number of entries held, including expired ones not yet reclaimed."""
