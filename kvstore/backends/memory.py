@@ -58,6 +58,7 @@ class MemoryStore(BaseStore):
         ):
             raise ValueError(f"max_entries must be a positive int or None, got {max_entries!r}")
         self._max_entries = max_entries
+        self._bound = max_entries or 0
         self._clock = clock
         self._data: dict[str, _Entry] = OrderedDict() if max_entries else {}
         self._lru: OrderedDict[str, _Entry] | None = (
@@ -137,15 +138,24 @@ class MemoryStore(BaseStore):
         else:
             expires_at = self._clock() + ttl
             self._data[key] = (stored, expires_at)
-            heapq.heappush(self._expiries, (expires_at, key))
-        if self._lru is not None:
-            self._lru.move_to_end(key)
-            if len(self._lru) > self._max_entries:  # type: ignore[operator]
+            self._schedule(key, expires_at)
+        lru = self._lru
+        if lru is not None:
+            lru.move_to_end(key)
+            if len(lru) > self._bound:
                 self._reclaim()
-                while len(self._lru) > self._max_entries:  # type: ignore[operator]
-                    self._lru.popitem(last=False)
+                while len(lru) > self._bound:
+                    lru.popitem(last=False)
         elif self._expiries and self._expiries[0][0] <= self._clock():
             self._reclaim()
+
+    def _schedule(self, key: str, expires_at: float) -> None:
+        heap = self._expiries
+        heapq.heappush(heap, (expires_at, key))
+        # Rewrites leave stale heap items behind; rebuild when they dominate.
+        if len(heap) > 2 * len(self._data) + 64:
+            self._expiries = [(e[1], k) for k, e in self._data.items() if e[1] is not None]
+            heapq.heapify(self._expiries)
 
     def _reclaim(self) -> None:
         """Drop expired entries in expiry order; O(expired) amortised."""
@@ -157,10 +167,6 @@ class MemoryStore(BaseStore):
             # A key rewritten since has a newer deadline: its heap item is stale.
             if entry is not None and entry[1] == expires_at:
                 del self._data[key]
-        # Rewrites leave stale heap items behind; rebuild when they dominate.
-        if len(heap) > 2 * len(self._data) + 64:
-            self._expiries = [(e[1], k) for k, e in self._data.items() if e[1] is not None]
-            heapq.heapify(self._expiries)
 
     # -- primitives -----------------------------------------------------------------
 
@@ -208,7 +214,7 @@ class MemoryStore(BaseStore):
             return False
         expires_at = self._clock() + ttl
         self._data[key] = (stored, expires_at)
-        heapq.heappush(self._expiries, (expires_at, key))
+        self._schedule(key, expires_at)
         return True
 
     async def _entries(self, prefix: str) -> AsyncGenerator[tuple[str, Any], None]:

@@ -1,0 +1,106 @@
+"""MemoryStore specifics beyond the shared contract: LRU bound, reclaiming, copies."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvstore import MemoryStore, SerializationError, ValueTooLargeError, open_store
+from kvstore.errors import ConfigError
+from kvstore.testing import ManualClock
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_lru_bound_evicts_least_recently_used() -> None:
+    store = MemoryStore(max_entries=3)
+    await store.set_many({"a": 1, "b": 2, "c": 3})
+    assert await store.get("a") == 1  # "a" is now the most recently used
+    await store.set("d", 4)
+    assert len(store) == 3
+    assert await store.get_many(["a", "b", "c", "d"]) == {"a": 1, "c": 3, "d": 4}
+
+
+async def test_lru_prefers_reclaiming_expired_entries() -> None:
+    clock = ManualClock()
+    store = MemoryStore(max_entries=2, clock=clock)
+    await store.set("short", 1, ttl=1)
+    await store.set("keep", 2)
+    clock.advance_by(2)
+    await store.set("new", 3)
+    assert await store.get_many(["keep", "new"]) == {"keep": 2, "new": 3}
+
+
+async def test_expired_entries_are_reclaimed_without_reads() -> None:
+    clock = ManualClock()
+    store = MemoryStore(clock=clock)
+    await store.set_many({f"k{i}": i for i in range(100)}, ttl=5)
+    await store.set("persistent", 1)
+    assert len(store) == 101
+    clock.advance_by(10)
+    await store.set("trigger", 1)  # writes reclaim what has expired
+    assert len(store) == 2
+
+
+async def test_rewrites_do_not_grow_the_expiry_heap_without_bound() -> None:
+    store = MemoryStore(clock=ManualClock())
+    for i in range(10_000):
+        await store.set("same", i, ttl=3600)
+    assert len(store._expiries) <= 2 * len(store) + 64 + 1
+
+
+async def test_scalars_and_containers_are_independent_copies() -> None:
+    store = MemoryStore()
+    nested = {"a": [1]}
+    await store.set("k", nested)
+    nested["a"].append(2)
+    assert await store.get("k") == {"a": [1]}
+    await store.set("s", "text")
+    assert await store.get("s") == "text"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 2**64, -(2**63) - 1])
+async def test_scalar_fast_path_still_validates(value: object) -> None:
+    store = MemoryStore()
+    with pytest.raises(SerializationError):
+        await store.set("k", value)
+    assert len(store) == 0
+
+
+async def test_long_strings_are_size_checked() -> None:
+    store = MemoryStore(max_value_bytes=100)
+    await store.set("ok", "x" * 16)
+    await store.set("escaped", "\x01" * 16)  # 16 chars that encode to 96 bytes + quotes
+    with pytest.raises(ValueTooLargeError):
+        await store.set("big", "x" * 99)
+    with pytest.raises(ValueTooLargeError):
+        await store.set("big", "\x01" * 17)
+
+
+def test_constructor_rejects_bad_options() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        MemoryStore(max_entries=0)
+    with pytest.raises(ValueError, match="max_value_bytes"):
+        MemoryStore(max_value_bytes=0)
+    with pytest.raises(ValueError, match="ttl"):
+        MemoryStore(default_ttl=-1)
+
+
+async def test_url_options() -> None:
+    store = open_store("memory://?max_entries=2&default_ttl=60")
+    assert isinstance(store, MemoryStore)
+    assert store.default_ttl == 60.0
+    await store.set_many({"a": 1, "b": 2, "c": 3})
+    assert len(store) == 2
+    with pytest.raises(ConfigError, match="max_entries"):
+        open_store("memory://?max_entries=lots")
+    with pytest.raises(ConfigError, match="unknown option"):
+        open_store("memory://?colour=blue")
+
+
+async def test_namespaced_overrides() -> None:
+    root = MemoryStore(default_ttl=10)
+    child = root.namespaced("cache", max_entries=5)
+    assert child.default_ttl == 10
+    await child.set_many({str(i): i for i in range(10)})
+    assert len(child) == 5
+    assert len(root) == 0
