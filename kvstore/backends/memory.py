@@ -11,7 +11,7 @@ from typing import Any, Final, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
-from ..codec import Codec, JSONCodec, check_store_name, is_int64
+from ..codec import Codec, JSONCodec, check_key, check_store_name, check_ttl, is_int64
 from ..errors import ConfigError, SerializationError
 
 __all__ = ["MemoryStore"]
@@ -95,6 +95,39 @@ class MemoryStore(BaseStore):
     def __len__(self) -> int:
         """Number of entries held, including expired ones not yet reclaimed."""
         return len(self._data)
+
+    # -- hot paths ------------------------------------------------------------------
+    # get and set skip the base class's primitive hop (one coroutine per call
+    # is a third of the cost of an in-memory get); behaviour is identical.
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """Return the value of *key*, or *default* when it is missing or expired."""
+        if self._closed:
+            self._check_open()
+        try:
+            entry = self._data.get(key)
+        except TypeError:  # unhashable: certainly not a valid key
+            entry = None
+        if entry is None:
+            # Only validated keys are ever stored, so a hit proves the key
+            # valid; a miss must still reject a bad key.
+            check_key(key)
+            return default
+        stored, expires_at = entry
+        if expires_at is not None and expires_at <= self._clock():
+            del self._data[key]
+            return default
+        if self._lru is not None:
+            self._lru.move_to_end(key)
+        return self._codec.decode(stored) if type(stored) is bytes else stored
+
+    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+        """Store *value* under *key* with *ttl* seconds (``None``: the default TTL)."""
+        if self._closed:
+            self._check_open()
+        check_key(key)
+        seconds = self._default_ttl if ttl is None else check_ttl(ttl)
+        self._put(key, self._encode(value), seconds)
 
     # -- value representation ---------------------------------------------------
 
