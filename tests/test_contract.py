@@ -23,7 +23,7 @@ def memory_contract_backend() -> ContractBackend:
     return ContractBackend(open_service, advance=clock.advance, ttl_unit=10.0)
 
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite"]
 
 
 class TestContract(KVStoreContract):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvstore import MemoryStore, SerializationError, ValueTooLargeError, open_store
+from kvstore import MemoryStore, SerializationError, ValueTooLargeError, open_service, open_store
 from kvstore.errors import ConfigError
 from kvstore.testing import ManualClock
 
@@ -91,6 +91,9 @@ async def test_url_options() -> None:
     assert store.default_ttl == 60.0
     await store.set_many({"a": 1, "b": 2, "c": 3})
     assert len(store) == 2
+    via_service = open_service("memory://?default_ttl=5")
+    assert via_service.backend.default_ttl == 5.0
+    assert open_store("memory://?default_ttl=5", default_ttl=7).default_ttl == 7.0
     with pytest.raises(ConfigError, match="max_entries"):
         open_store("memory://?max_entries=lots")
     with pytest.raises(ConfigError, match="unknown option"):

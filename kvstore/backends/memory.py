@@ -71,13 +71,14 @@ class MemoryStore(BaseStore):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
         """Build from ``memory://`` (query options: ``max_entries``, ``default_ttl``)."""
+        kinds: dict[str, type[int] | type[float]] = {"max_entries": int, "default_ttl": float}
         for name, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-            if name == "max_entries":
-                options.setdefault(name, _parse_number(url, name, raw, int))
-            elif name == "default_ttl":
-                options.setdefault(name, _parse_number(url, name, raw, float))
-            else:
+            kind = kinds.get(name)
+            if kind is None:
                 raise ConfigError(f"unknown option {name!r} in {url!r}")
+            # An explicit keyword wins; None (as open_service passes) lets the URL decide.
+            if options.get(name) is None:
+                options[name] = _parse_number(url, name, raw, kind)
         return cls(**options)
 
     def namespaced(self, name: str, **options: Any) -> Self:
