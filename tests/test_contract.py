@@ -23,7 +23,7 @@ def memory_contract_backend() -> ContractBackend:
     return ContractBackend(open_service, advance=clock.advance, ttl_unit=10.0)
 
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 class TestContract(KVStoreContract):
