@@ -1,1 +1,50 @@
-"""runtime: an async agent runtime whose state cache and sessions live in a KV store."""
+"""runtime: an async agent runtime whose state cache and sessions live in a KV store.
+
+>>> from runtime import AgentRuntime, Message
+>>> async with AgentRuntime() as runtime:          # doctest: +SKIP
+...     state = await runtime.compose_state(message)
+...     session = await runtime.sessions.create(user_id="u1")
+"""
+
+from __future__ import annotations
+
+from .agent import AgentRuntime
+from .messages import Message
+from .plugins import Plugin, ProviderError, RuntimeStateError, Service
+from .sessions import (
+    ContentTooLargeError,
+    Exchange,
+    InvalidSessionInputError,
+    MessagePage,
+    Session,
+    SessionError,
+    SessionExpiredError,
+    SessionManager,
+    SessionNotFoundError,
+    SessionRenewalError,
+    SessionsConfig,
+    TimeoutConfig,
+)
+from .state import StateCache
+
+__all__ = [
+    "AgentRuntime",
+    "ContentTooLargeError",
+    "Exchange",
+    "InvalidSessionInputError",
+    "Message",
+    "MessagePage",
+    "Plugin",
+    "ProviderError",
+    "RuntimeStateError",
+    "Service",
+    "Session",
+    "SessionError",
+    "SessionExpiredError",
+    "SessionManager",
+    "SessionNotFoundError",
+    "SessionRenewalError",
+    "SessionsConfig",
+    "StateCache",
+    "TimeoutConfig",
+]
