@@ -138,7 +138,8 @@ class StoreService:
 
         return {
             name: store.get_metrics()
-            for name, store in self._stores.items()
+            # A copy: a Prometheus scrape thread may call this while a store is added.
+            for name, store in list(self._stores.items())
             if isinstance(store, MetricsStore)
         }
 
