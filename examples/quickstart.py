@@ -6,9 +6,11 @@ KV_STORE_BACKEND=redis (with REDIS_URL) to run the same code on another backend.
 
 from __future__ import annotations
 
+import sys
+
 import anyio
 
-from kvstore import service_from_env
+from kvstore import KVStoreError, service_from_env
 
 
 async def main() -> None:
@@ -36,9 +38,22 @@ async def main() -> None:
         print("entries  ->", users)
         print("deleted  ->", await store.delete_many(["user:2", "user:3"]))
 
-        for name, metrics in service.get_metrics().items():
-            print(f"metrics[{name}] ->", metrics)
+        metrics = service.get_metrics()["quickstart"]
+        print(
+            f"metrics  -> backend={metrics.backend} gets={metrics.gets} hits={metrics.hits}"
+            f" misses={metrics.misses} hit_ratio={metrics.hit_ratio:.2f} sets={metrics.sets}"
+            f" deletes={metrics.deletes} errors={metrics.errors}"
+        )
+        for op, figures in metrics.ops.items():
+            if figures.count:
+                print(
+                    f"  {op:<12} count={figures.count:<3} p50={figures.p50_ms:.3f} ms"
+                    f" p99={figures.p99_ms:.3f} ms max={figures.max_ms:.3f} ms"
+                )
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except KVStoreError as err:  # bad KV_STORE_* settings or an unreachable backend
+        sys.exit(f"quickstart: {err}")

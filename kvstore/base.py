@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, ClassVar, Final, Self
 
 from .codec import Codec, JSONCodec, check_key, check_prefix, check_ttl
 from .errors import StoreClosedError, ValueTooLargeError
@@ -42,6 +42,9 @@ class BaseStore(ABC):
         max_value_bytes: largest encoded value accepted (default 16 MiB).
         codec: turns values into bytes and back (default :class:`JSONCodec`).
     """
+
+    backend: ClassVar[str] = "custom"
+    """Short backend name (``memory``, ``sqlite``, ``redis``), used as a metrics label."""
 
     def __init__(
         self,

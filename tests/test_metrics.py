@@ -175,7 +175,7 @@ async def test_is_a_kvstore_with_labels() -> None:
     assert isinstance(store, KVStore)
     assert store.inner is inner
     assert store.name == "cache"
-    assert store.backend == "MemoryStore"
+    assert store.backend == "memory"
     assert MetricsStore(inner).name is None
     assert MetricsStore(inner, backend="custom").backend == "custom"
     assert (store.sample_every, store.window) == (16, 1024)
@@ -219,7 +219,7 @@ async def test_fresh_store_reports_zeros() -> None:
     metrics = MetricsStore(MemoryStore(), name="n").get_metrics()
     assert (metrics.gets, metrics.hits, metrics.misses, metrics.errors) == (0, 0, 0, 0)
     assert metrics.hit_ratio == 0.0
-    assert metrics.name == "n" and metrics.backend == "MemoryStore"
+    assert metrics.name == "n" and metrics.backend == "memory"
     assert list(metrics.ops) == list(OPERATIONS)
     assert all(op == OpMetrics() for op in metrics.ops.values())
 
@@ -520,7 +520,7 @@ async def test_snapshot_is_frozen_and_json_serialisable() -> None:
         metrics.hits = 5  # type: ignore[misc]
     data = json.loads(json.dumps(dataclasses.asdict(metrics)))
     assert data["hits"] == 1 and data["hit_ratio"] == 1.0
-    assert data["name"] == "cache" and data["backend"] == "MemoryStore"
+    assert data["name"] == "cache" and data["backend"] == "memory"
     assert data["ops"]["get"] == {
         "count": 1,
         "errors": 0,
@@ -581,7 +581,7 @@ async def test_wrapping_a_metrics_store_is_not_special() -> None:
     await inner.get("k")
     assert outer.get_metrics().gets == 1
     assert inner.get_metrics().gets == 2
-    assert outer.backend == "MemoryStore"
+    assert outer.backend == "memory"
 
 
 # -- the service view ---------------------------------------------------------------
@@ -601,7 +601,7 @@ async def test_service_reports_every_store() -> None:
         assert (metrics["sessions"].sets, metrics["sessions"].hits) == (1, 1)
         assert (metrics["state_cache"].misses, metrics["state_cache"].hit_ratio) == (3, 0.0)
         assert metrics["idle"].gets == 0
-        assert {m.backend for m in metrics.values()} == {"MemoryStore"}
+        assert {m.backend for m in metrics.values()} == {"memory"}
         assert {name: m.name for name, m in metrics.items()} == {n: n for n in metrics}
         json.dumps({name: dataclasses.asdict(m) for name, m in metrics.items()})
 

@@ -51,8 +51,8 @@ async def test_service_samples_are_labelled_by_store_and_backend() -> None:
         with pytest.raises(ValueError):
             await cache.get("")
 
-        s = {"store": "sessions", "backend": "MemoryStore"}
-        c = {"store": "state_cache", "backend": "MemoryStore"}
+        s = {"store": "sessions", "backend": "memory"}
+        c = {"store": "state_cache", "backend": "memory"}
         assert _value(registry, "kvstore_operations_total", **s, op="get") == 2
         assert _value(registry, "kvstore_operations_total", **s, op="set") == 1
         assert _value(registry, "kvstore_operations_total", **s, op="clear") == 0
@@ -72,9 +72,9 @@ async def test_service_samples_are_labelled_by_store_and_backend() -> None:
 
         text = exposition(registry).decode()
         assert (
-            'kvstore_operations_total{backend="MemoryStore",op="get",store="sessions"} 2.0' in text
+            'kvstore_operations_total{backend="memory",op="get",store="sessions"} 2.0' in text
         )
-        assert 'kvstore_hits_total{backend="MemoryStore",store="sessions"} 1.0' in text
+        assert 'kvstore_hits_total{backend="memory",store="sessions"} 1.0' in text
         assert "# TYPE kvstore_latency_max_seconds gauge" in text
         assert "# TYPE kvstore_operations_total counter" in text
 
@@ -83,17 +83,17 @@ async def test_values_are_read_at_scrape_time() -> None:
     registry = CollectorRegistry()
     service = StoreService()
     register_prometheus(service, registry)
-    assert _value(registry, "kvstore_hits_total", store="late", backend="MemoryStore") is None
+    assert _value(registry, "kvstore_hits_total", store="late", backend="memory") is None
     store = service.get_store("late")
     await store.set("k", 1)
     for expected in (1, 2, 3):
         await store.get("k")
-        assert _value(registry, "kvstore_hits_total", store="late", backend="MemoryStore") == (
+        assert _value(registry, "kvstore_hits_total", store="late", backend="memory") == (
             expected
         )
     assert isinstance(store, MetricsStore)
     store.reset_metrics()
-    assert _value(registry, "kvstore_hits_total", store="late", backend="MemoryStore") == 0
+    assert _value(registry, "kvstore_hits_total", store="late", backend="memory") == 0
     await service.aclose()
 
 
@@ -103,7 +103,7 @@ async def test_exact_latency_gauges_in_seconds() -> None:
     register_prometheus(store, registry, namespace="app")
     await store.set("k", 1)
     await store.get("k")
-    labels = {"store": "timed", "backend": "MemoryStore", "op": "get"}
+    labels = {"store": "timed", "backend": "memory", "op": "get"}
     for gauge in ("p50", "p99", "max"):
         assert _value(registry, f"app_latency_{gauge}_seconds", **labels) == pytest.approx(0.002)
     assert _value(registry, "app_operations_total", **labels) == 1
@@ -113,7 +113,7 @@ async def test_exact_latency_gauges_in_seconds() -> None:
 def test_unnamed_store_gets_an_empty_store_label() -> None:
     registry = CollectorRegistry()
     register_prometheus(MetricsStore(MemoryStore()), registry)
-    labels = {"store": "", "backend": "MemoryStore"}
+    labels = {"store": "", "backend": "memory"}
     assert _value(registry, "kvstore_hit_ratio", **labels) == 0.0
 
 
@@ -127,8 +127,8 @@ def test_duplicate_registration_is_rejected_and_unregister_works() -> None:
         register_prometheus(service, registry)
     register_prometheus(service, registry, namespace="other")  # no clash
     registry.unregister(collector)
-    assert _value(registry, "kvstore_hit_ratio", store="a", backend="MemoryStore") is None
-    assert _value(registry, "other_hit_ratio", store="a", backend="MemoryStore") == 0.0
+    assert _value(registry, "kvstore_hit_ratio", store="a", backend="memory") is None
+    assert _value(registry, "other_hit_ratio", store="a", backend="memory") == 0.0
 
 
 @pytest.mark.parametrize("namespace", ["", "1abc", "has-dash", "sp ace"])

@@ -7,7 +7,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
-from typing import Any, Final, Self
+from typing import Any, ClassVar, Final, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
@@ -42,6 +42,8 @@ class MemoryStore(BaseStore):
 
     >>> store = MemoryStore(max_entries=10_000, default_ttl=300)
     """
+
+    backend: ClassVar[str] = "memory"
 
     def __init__(
         self,
