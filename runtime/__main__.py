@@ -1,0 +1,110 @@
+"""``python -m runtime serve``: run the Sessions HTTP API under uvicorn.
+
+The agent keeps its state where the usual variables say (``KV_STORE_BACKEND``,
+``REDIS_URL``, ``KV_STORE_PATH``, ``KV_STORE_TTL``; memory when unset), so
+several servers started with the same ``--agent-id`` and one Redis (or one
+SQLite file) serve the same sessions::
+
+    KV_STORE_BACKEND=redis REDIS_URL=redis://127.0.0.1:6379/0 \\
+        python -m runtime serve --host 0.0.0.0 --port 8000 --agent-id my-agent
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = ["build_parser", "main"]
+
+LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be from 0 to 65535, got {port}")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``serve`` and its options."""
+    from .http import DEFAULT_MAX_BODY_BYTES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime",
+        description="Agent runtime commands.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the ElizaOS-compatible Sessions HTTP API",
+        description=(
+            "Serve the Sessions HTTP API. State lives where KV_STORE_BACKEND, REDIS_URL,"
+            " KV_STORE_PATH and KV_STORE_TTL say (in memory when KV_STORE_BACKEND is unset)."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    serve.add_argument(
+        "--agent-id",
+        default=os.environ.get("AGENT_ID") or None,
+        help="the agent's id; replicas sharing sessions need the same one"
+        " (default: $AGENT_ID, else a new UUID)",
+    )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        import uvicorn
+    except ImportError:
+        print(
+            "serving needs uvicorn and starlette: pip install 'kvstore-runtime[server]'",
+            file=sys.stderr,
+        )
+        return 2
+
+    from .agent import AgentRuntime
+    from .http import create_app
+
+    # uvicorn configures only its own loggers; the runtime's and kvstore's
+    # (backend choice, sweeps, 503s, 500s) need a handler too.
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s"
+    )
+    app = create_app(AgentRuntime(agent_id=args.agent_id), max_body_bytes=args.max_body_bytes)
+    # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
+    # most 10 s), then the lifespan stops the sweeper and closes the runtime.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
