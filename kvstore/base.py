@@ -85,11 +85,14 @@ class BaseStore(ABC):
         """Turn a caller's value into what the primitives store."""
         data = self._codec.encode(value)
         if len(data) > self._max_value_bytes:
-            raise ValueTooLargeError(
-                f"encoded value is {len(data)} bytes; this store accepts at most"
-                f" {self._max_value_bytes} (max_value_bytes)"
-            )
+            raise self._too_large(len(data))
         return data
+
+    def _too_large(self, size: int) -> ValueTooLargeError:
+        return ValueTooLargeError(
+            f"encoded value is {size} bytes; this store accepts at most"
+            f" {self._max_value_bytes} (max_value_bytes)"
+        )
 
     def _decode(self, stored: Any) -> Any:
         """Turn what a primitive returned into a fresh value for the caller."""

@@ -150,7 +150,11 @@ class MemoryStore(BaseStore):
                 return value
             else:
                 return value
-        return super()._encode(value)
+        # The base class's _encode, inlined: this is the hot path of set().
+        data = self._codec.encode(value)
+        if len(data) > self._max_value_bytes:
+            raise self._too_large(len(data))
+        return data
 
     def _decode(self, stored: Any) -> Any:
         return self._codec.decode(stored) if type(stored) is bytes else stored
@@ -206,14 +210,17 @@ class MemoryStore(BaseStore):
 
     # -- primitives -----------------------------------------------------------------
 
-    async def _get(self, key: str) -> Any:
+    def _read(self, key: str) -> Any:
         stored = self._live(key)
         if self._lru is not None and stored is not MISSING:
             self._lru.move_to_end(key)
         return stored
 
+    async def _get(self, key: str) -> Any:
+        return self._read(key)
+
     async def _get_many(self, keys: list[str]) -> list[Any]:
-        return [await self._get(key) for key in keys]
+        return [self._read(key) for key in keys]
 
     async def _set(self, key: str, stored: Any, ttl: float | None) -> None:
         self._put(key, stored, ttl)
