@@ -140,7 +140,7 @@ class BaseStore(ABC):
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Return ``{key: value}`` for the live keys among *keys*."""
         self._check_open()
-        wanted = list(dict.fromkeys(check_key(key) for key in _as_key_list(keys)))
+        wanted = list(dict.fromkeys(check_key(key) for key in as_key_list(keys)))
         if not wanted:
             return {}
         found = await self._get_many(wanted)
@@ -164,7 +164,7 @@ class BaseStore(ABC):
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Remove *keys*; return how many live keys were removed."""
         self._check_open()
-        wanted = list(dict.fromkeys(check_key(key) for key in _as_key_list(keys)))
+        wanted = list(dict.fromkeys(check_key(key) for key in as_key_list(keys)))
         return await self._delete_many(wanted) if wanted else 0
 
     async def add(self, key: str, value: Any, *, ttl: float | None = None) -> bool:
@@ -319,7 +319,8 @@ class BaseStore(ABC):
         """Release resources owned by this store (called once)."""
 
 
-def _as_key_list(keys: Iterable[str]) -> Iterable[str]:
+def as_key_list(keys: Iterable[str]) -> Iterable[str]:
+    """Return *keys*, refusing a lone str (an iterable of str that is surely a mistake)."""
     # A str is an iterable of str: passing one by mistake would query its letters.
     if isinstance(keys, str | bytes):
         raise TypeError("expected an iterable of keys, not a single str")

@@ -6,11 +6,11 @@ import heapq
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, ClassVar, Final, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
+from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore, as_key_list
 from ..codec import Codec, JSONCodec, check_key, check_store_name, check_ttl, is_int64
 from ..errors import ConfigError, SerializationError
 
@@ -131,6 +131,17 @@ class MemoryStore(BaseStore):
         check_key(key)
         seconds = self._default_ttl if ttl is None else check_ttl(ttl)
         self._put(key, self._encode(value), seconds)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the live keys among *keys*."""
+        self._check_open()
+        decode = self._codec.decode
+        found: dict[str, Any] = {}
+        for key in as_key_list(keys):
+            stored = self._read(check_key(key))
+            if stored is not MISSING:
+                found[key] = decode(stored) if type(stored) is bytes else stored
+        return found
 
     # -- value representation ---------------------------------------------------
 
