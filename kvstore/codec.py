@@ -16,12 +16,14 @@ from .errors import InvalidKeyError, InvalidTTLError, SerializationError
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "MAX_TTL",
     "Codec",
     "JSONCodec",
     "check_key",
     "check_prefix",
     "check_store_name",
     "check_ttl",
+    "is_utf8",
 ]
 
 MAX_KEY_LENGTH: Final = 1024
@@ -29,6 +31,8 @@ MAX_STORE_NAME_LENGTH: Final = 64
 _STORE_NAME_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 )
+MAX_TTL: Final = 1e9
+"""Longest accepted TTL in seconds (about 31 years); ``ttl=None`` means no expiry."""
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 
@@ -97,24 +101,39 @@ def check_key(key: object) -> str:
     """Return *key* if it is a valid key, else raise :class:`InvalidKeyError`."""
     if type(key) is not str:
         raise InvalidKeyError(f"key must be a str, not {type(key).__name__}")
-    if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+    if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key or not is_utf8(key):
         if not key:
             raise InvalidKeyError("key must not be empty")
         if len(key) > MAX_KEY_LENGTH:
             raise InvalidKeyError(
                 f"key is {len(key)} characters long; at most {MAX_KEY_LENGTH} are allowed"
             )
-        raise InvalidKeyError("key must not contain NUL characters")
+        if "\x00" in key:
+            raise InvalidKeyError("key must not contain NUL characters")
+        raise InvalidKeyError(
+            f"key {key!r} is not valid unicode text: it contains a lone surrogate"
+        )
     return key
+
+
+def is_utf8(text: str) -> bool:
+    """True if *text* encodes to UTF-8, i.e. has no lone surrogate (JSON and SQLite need that)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_prefix(prefix: object) -> str:
     """Validate an ``entries()`` prefix: a str (possibly empty) without NUL."""
     if type(prefix) is not str:
         raise InvalidKeyError(f"prefix must be a str, not {type(prefix).__name__}")
-    if len(prefix) > MAX_KEY_LENGTH or "\x00" in prefix:
+    if len(prefix) > MAX_KEY_LENGTH or "\x00" in prefix or not is_utf8(prefix):
         raise InvalidKeyError(
-            f"prefix must be at most {MAX_KEY_LENGTH} characters and contain no NUL"
+            f"prefix must be at most {MAX_KEY_LENGTH} characters of valid unicode text without NUL"
         )
     return prefix
 
@@ -125,9 +144,18 @@ def check_ttl(ttl: object) -> float:
         raise InvalidTTLError(
             f"ttl must be a number of seconds (int or float), not {type(ttl).__name__}"
         )
-    seconds = float(ttl)
+    try:
+        seconds = float(ttl)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidTTLError(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
+    if seconds > MAX_TTL:
+        # Redis rejects millisecond TTLs beyond 2**63; one limit keeps backends alike.
+        raise InvalidTTLError(
+            f"ttl must be at most {MAX_TTL:.0e} seconds (about 31 years), got {ttl!r};"
+            " use ttl=None for a key that never expires"
+        )
     return seconds
 
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Final, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore, as_key_list
-from ..codec import Codec, JSONCodec, check_key, check_store_name, check_ttl, is_int64
+from ..codec import Codec, JSONCodec, check_key, check_store_name, check_ttl, is_int64, is_utf8
 from ..errors import ConfigError, SerializationError
 
 __all__ = ["MemoryStore"]
@@ -149,7 +149,9 @@ class MemoryStore(BaseStore):
         kind = type(value)
         if self._raw_scalars and kind in _SCALARS:
             if kind is str:
-                if len(value) <= self._max_raw_str:
+                # Longer or non-UTF-8 strings take the codec's path, which sizes
+                # them exactly and rejects lone surrogates as other backends do.
+                if len(value) <= self._max_raw_str and is_utf8(value):
                     return value
             elif kind is float:
                 if not math.isfinite(value):
