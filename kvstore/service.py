@@ -27,10 +27,14 @@ BACKENDS: Final[Mapping[str, tuple[str, str]]] = {
     "redis": ("kvstore.backends.redis", "RedisStore"),
     "rediss": ("kvstore.backends.redis", "RedisStore"),
     "unix": ("kvstore.backends.redis", "RedisStore"),
+    "redis+cluster": ("kvstore.backends.redis", "RedisStore"),
+    "rediss+cluster": ("kvstore.backends.redis", "RedisStore"),
 }
 
-ENV_BACKENDS: Final = ("memory", "sqlite", "redis")
+ENV_BACKENDS: Final = ("memory", "sqlite", "redis", "redis-cluster")
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
+DEFAULT_REDIS_CLUSTER_URL: Final = "redis+cluster://localhost:6379/"
+_REDIS_SCHEMES: Final = tuple(s for s, (module, _) in BACKENDS.items() if module.endswith("redis"))
 DEFAULT_SQLITE_PATH: Final = "kvstore.db"
 
 
@@ -61,7 +65,9 @@ def open_store(url: str, **options: Any) -> BaseStore:
     """Build the store a URL names; nothing connects until first use.
 
     Schemes: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
-    ``redis://host:port/db``, ``rediss://…`` (TLS) and ``unix:///path.sock``.
+    ``redis://host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock``, and
+    for Redis Cluster ``redis+cluster://host:port[,host:port…]/`` and
+    ``rediss+cluster://…`` (TLS).
     Keyword options go to the backend's constructor (``default_ttl``,
     ``max_value_bytes``, …).
 
@@ -188,7 +194,10 @@ def service_from_env(environ: Mapping[str, str] | None = None, **options: Any) -
 
     Reads ``KV_STORE_BACKEND``, ``REDIS_URL``, ``KV_STORE_PATH`` and ``KV_STORE_TTL``.
 
-    ``KV_STORE_BACKEND`` is ``memory`` (default), ``sqlite`` or ``redis``. A bad
+    ``KV_STORE_BACKEND`` is ``memory`` (default), ``sqlite``, ``redis`` or
+    ``redis-cluster``. With ``redis-cluster``, ``REDIS_URL`` lists nodes to
+    start from, ``redis+cluster://h1:7000,h2:7000/``, or names one as
+    ``redis://h1:7000`` (default ``redis+cluster://localhost:6379/``). A bad
     value raises :class:`~kvstore.ConfigError` naming the variable.
     """
     env = os.environ if environ is None else environ
@@ -200,9 +209,21 @@ def service_from_env(environ: Mapping[str, str] | None = None, **options: Any) -
         url = f"sqlite:///{path}"
     elif backend == "redis":
         url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-        if url.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
+        if url.partition("://")[0].lower() not in _REDIS_SCHEMES:
             raise ConfigError(
-                f"REDIS_URL={url!r} is not a Redis URL: use redis://, rediss:// or unix://"
+                f"REDIS_URL={url!r} is not a Redis URL: use redis://, rediss://, unix://,"
+                " redis+cluster:// or rediss+cluster://"
+            )
+    elif backend == "redis-cluster":
+        url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_CLUSTER_URL
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower() in ("redis", "rediss"):
+            url = f"{scheme.lower()}+cluster://{rest}"  # one node to start from
+        elif not sep or scheme.lower() not in ("redis+cluster", "rediss+cluster"):
+            raise ConfigError(
+                f"REDIS_URL={url!r} is not a Redis Cluster URL: use"
+                " redis+cluster://host:port[,host:port…]/, rediss+cluster://…,"
+                " or redis://host:port for one node to start from"
             )
     else:
         raise ConfigError(
@@ -214,7 +235,7 @@ def service_from_env(environ: Mapping[str, str] | None = None, **options: Any) -
     except UnsupportedBackendError:
         raise
     except ValueError as err:
-        variable = "REDIS_URL" if backend == "redis" else "KV_STORE_PATH"
+        variable = "REDIS_URL" if backend.startswith("redis") else "KV_STORE_PATH"
         raise ConfigError(f"{variable}: {err}") from err
 
 

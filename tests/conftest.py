@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["fixtures_sqlite", "fixtures_redis"]
+pytest_plugins = ["fixtures_sqlite", "fixtures_redis", "fixtures_cluster"]
 
 
 @pytest.fixture(scope="session")

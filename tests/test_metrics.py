@@ -189,7 +189,7 @@ async def test_backend_label_comes_from_inner_backend_attribute() -> None:
         backend = "redis-cluster"
 
     class OddlyLabelledStore(MemoryStore):
-        backend = 42
+        backend = 42  # type: ignore[assignment]
 
     assert MetricsStore(LabelledStore()).backend == "redis-cluster"
     # A wrapped MetricsStore passes its label through; a non-str attribute is ignored.

@@ -71,9 +71,7 @@ async def test_service_samples_are_labelled_by_store_and_backend() -> None:
         assert _value(registry, "kvstore_latency_p50_seconds", **s, op="ttl") is None
 
         text = exposition(registry).decode()
-        assert (
-            'kvstore_operations_total{backend="memory",op="get",store="sessions"} 2.0' in text
-        )
+        assert 'kvstore_operations_total{backend="memory",op="get",store="sessions"} 2.0' in text
         assert 'kvstore_hits_total{backend="memory",store="sessions"} 1.0' in text
         assert "# TYPE kvstore_latency_max_seconds gauge" in text
         assert "# TYPE kvstore_operations_total counter" in text
@@ -88,9 +86,7 @@ async def test_values_are_read_at_scrape_time() -> None:
     await store.set("k", 1)
     for expected in (1, 2, 3):
         await store.get("k")
-        assert _value(registry, "kvstore_hits_total", store="late", backend="memory") == (
-            expected
-        )
+        assert _value(registry, "kvstore_hits_total", store="late", backend="memory") == (expected)
     assert isinstance(store, MetricsStore)
     store.reset_metrics()
     assert _value(registry, "kvstore_hits_total", store="late", backend="memory") == 0

@@ -201,7 +201,7 @@ async def test_glob_characters_in_keys_and_prefixes(redis_url: str) -> None:
 
 
 async def test_unusual_keys_round_trip(redis_url: str) -> None:
-    keys = ["lone \ud800 surrogate", "ключ", "🔑", "sp ace", "new\nline", "x" * 1024, "a:b:c"]
+    keys = ["ключ", "🔑", "sp ace", "new\nline", "x" * 1024, "a:b:c"]
     async with RedisStore(redis_url) as store:
         for i, key in enumerate(keys):
             await store.set(key, i)
