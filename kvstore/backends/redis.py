@@ -733,7 +733,7 @@ class _Connection(Generic[_Client]):
         self._client: _Client = client
         self.owns_client = owns_client
         self.location = location
-        self.auto_pipeline = _AutoPipeline(self.send_batch)
+        self.auto_pipeline = _AutoPipeline(self.send_batch, self.direct_sender())
         self.closed = False
         # redis.asyncio connections belong to the event loop that opened them.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -763,6 +763,10 @@ class _Connection(Generic[_Client]):
     def execute(self, args: tuple[Any, ...]) -> Awaitable[Any]:
         """Send one command on its own (auto-pipelining off)."""
         raise NotImplementedError
+
+    def direct_sender(self) -> Callable[[tuple[Any, ...]], Awaitable[Any]] | None:
+        """How the auto-pipeline sends a lone command at once; None: always queue."""
+        return None
 
     async def send_batch(self, commands: list[tuple[Any, ...]], deliver: _Deliver) -> None:
         """Send *commands* together, passing replies to ``deliver(indexes, replies)``.
@@ -852,6 +856,14 @@ class _ServerConnection(_Connection[redis.asyncio.Redis]):
         """Send one command on its own (auto-pipelining off)."""
         command = self.use().execute_command(*args)  # type: ignore[no-untyped-call]
         return cast(Awaitable[Any], command)
+
+    def direct_sender(self) -> Callable[[tuple[Any, ...]], Awaitable[Any]]:
+        """A lone command goes straight to the pool, as with auto-pipelining off.
+
+        (A cluster keeps queueing: its batch path carries the per-node
+        concurrency limit and error handling a bare command would bypass.)
+        """
+        return self.execute
 
     async def send_batch(self, commands: list[tuple[Any, ...]], deliver: _Deliver) -> None:
         """Send *commands* as one non-transactional pipeline."""
@@ -1148,15 +1160,45 @@ class _AutoPipeline:
     Semantics are those of awaiting each command alone: a caller resumes only
     after its own reply, and commands of different tasks were never ordered.
     Transactions (WATCH/MULTI/EXEC) never go through here.
+
+    With *direct* given, a command that finds nothing queued and nothing in
+    flight is sent at once by its caller's own task (like redis-py alone),
+    sparing the flush task's extra loop iterations. Commands that arrive while
+    it is in flight queue up as above, so concurrency still batches.
     """
 
-    def __init__(self, send: Callable[[list[tuple[Any, ...]], _Deliver], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        send: Callable[[list[tuple[Any, ...]], _Deliver], Awaitable[None]],
+        direct: Callable[[tuple[Any, ...]], Awaitable[Any]] | None = None,
+    ) -> None:
         self._send = send
+        self._direct = direct
+        self._direct_in_flight = 0
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
-    def execute(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue one command; the future resolves to its reply."""
+    def execute(self, args: tuple[Any, ...]) -> Awaitable[Any]:
+        """Send or queue one command; the awaitable resolves to its reply."""
+        if (
+            self._direct is not None
+            and not self._queue
+            and not self._flushes
+            and not self._direct_in_flight
+        ):
+            return self._execute_direct(self._direct, args)
+        return self._enqueue(args)
+
+    async def _execute_direct(
+        self, direct: Callable[[tuple[Any, ...]], Awaitable[Any]], args: tuple[Any, ...]
+    ) -> Any:
+        self._direct_in_flight += 1
+        try:
+            return await direct(args)
+        finally:
+            self._direct_in_flight -= 1
+
+    def _enqueue(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((args, future))
@@ -1195,7 +1237,10 @@ class _AutoPipeline:
                 raise
 
     async def drain(self) -> None:
-        """Wait for the flushes in flight (used before closing the client)."""
+        """Wait for the flushes in flight (used before closing the client).
+
+        Direct commands need no waiting: they run in their callers' own tasks.
+        """
         while self._flushes:
             await asyncio.wait(list(self._flushes))
 
