@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -64,7 +65,58 @@ def free_port() -> int:
         return port
 
 
-class RedisServer:
+class _Launcher(ABC):
+    """Start/stop plumbing shared by :class:`RedisServer` and :class:`RedisServerCluster`.
+
+    Subclasses implement the blocking :meth:`start`, :meth:`stop` and
+    :meth:`close`; this adds the async forms (the blocking work runs in a worker
+    thread) and the ``with`` / ``async with`` forms (start, then close).
+    """
+
+    @abstractmethod
+    def start(self) -> Self:
+        """Start and wait until ready."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop, keeping the data directory."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop and remove a temporary directory made by :meth:`start`."""
+
+    async def astart(self) -> Self:
+        """:meth:`start` without blocking the event loop."""
+        return await anyio.to_thread.run_sync(self.start)
+
+    async def astop(self) -> None:
+        """:meth:`stop` without blocking the event loop."""
+        await anyio.to_thread.run_sync(self.stop)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await anyio.to_thread.run_sync(self.close)
+
+
+class RedisServer(_Launcher):
     """One private ``redis-server`` process, for tests and benchmarks.
 
     Args:
@@ -218,14 +270,6 @@ class RedisServer:
 
     # -- async forms (the blocking work runs in a worker thread) ------------------------
 
-    async def astart(self) -> Self:
-        """:meth:`start` without blocking the event loop."""
-        return await anyio.to_thread.run_sync(self.start)
-
-    async def astop(self) -> None:
-        """:meth:`stop` without blocking the event loop."""
-        await anyio.to_thread.run_sync(self.stop)
-
     async def akill(self) -> None:
         """:meth:`kill` without blocking the event loop."""
         await anyio.to_thread.run_sync(self.kill)
@@ -233,28 +277,6 @@ class RedisServer:
     async def arestart(self) -> Self:
         """:meth:`restart` without blocking the event loop."""
         return await anyio.to_thread.run_sync(self.restart)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await anyio.to_thread.run_sync(self.close)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -331,7 +353,7 @@ class RedisServer:
                 process.wait(5)
 
 
-class RedisServerCluster:
+class RedisServerCluster(_Launcher):
     """A private Redis Cluster: several :class:`RedisServer` nodes joined by ``redis-cli``.
 
     Each node is a :class:`RedisServer` started with ``--cluster-enabled yes``,
@@ -489,36 +511,6 @@ class RedisServerCluster:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
             self.nodes = []
-
-    async def astart(self) -> Self:
-        """:meth:`start` without blocking the event loop."""
-        return await anyio.to_thread.run_sync(self.start)
-
-    async def astop(self) -> None:
-        """:meth:`stop` without blocking the event loop."""
-        await anyio.to_thread.run_sync(self.stop)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await anyio.to_thread.run_sync(self.close)
 
     def __repr__(self) -> str:
         ports = [node.port for node in self.nodes]
