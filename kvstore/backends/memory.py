@@ -107,21 +107,9 @@ class MemoryStore(BaseStore):
         """Return the value of *key*, or *default* when it is missing or expired."""
         if self._closed:
             self._check_open()
-        try:
-            entry = self._data.get(key)
-        except TypeError:  # unhashable: certainly not a valid key
-            entry = None
-        if entry is None:
-            # Only validated keys are ever stored, so a hit proves the key
-            # valid; a miss must still reject a bad key.
-            check_key(key)
+        stored = self._lookup(key)
+        if stored is MISSING:
             return default
-        stored, expires_at = entry
-        if expires_at is not None and expires_at <= self._clock():
-            del self._data[key]
-            return default
-        if self._lru is not None:
-            self._lru.move_to_end(key)
         return self._codec.decode(stored) if type(stored) is bytes else stored
 
     async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
@@ -138,7 +126,7 @@ class MemoryStore(BaseStore):
         decode = self._codec.decode
         found: dict[str, Any] = {}
         for key in as_key_list(keys):
-            stored = self._read(check_key(key))
+            stored = self._lookup(key)
             if stored is not MISSING:
                 found[key] = decode(stored) if type(stored) is bytes else stored
         return found
@@ -223,17 +211,32 @@ class MemoryStore(BaseStore):
 
     # -- primitives -----------------------------------------------------------------
 
-    def _read(self, key: str) -> Any:
-        stored = self._live(key)
-        if self._lru is not None and stored is not MISSING:
+    def _lookup(self, key: Any) -> Any:
+        """Stored value of *key* if live, else MISSING; marks it recently used.
+
+        Only validated keys are ever stored, so a hit proves *key* valid and
+        only a miss pays for :func:`check_key` (which raises on a bad key).
+        """
+        try:
+            entry = self._data.get(key)
+        except TypeError:  # unhashable: certainly not a valid key
+            entry = None
+        if entry is None:
+            check_key(key)
+            return MISSING
+        stored, expires_at = entry
+        if expires_at is not None and expires_at <= self._clock():
+            del self._data[key]
+            return MISSING
+        if self._lru is not None:
             self._lru.move_to_end(key)
         return stored
 
     async def _get(self, key: str) -> Any:
-        return self._read(key)
+        return self._lookup(key)
 
     async def _get_many(self, keys: list[str]) -> list[Any]:
-        return [self._read(key) for key in keys]
+        return [self._lookup(key) for key in keys]
 
     async def _set(self, key: str, stored: Any, ttl: float | None) -> None:
         self._put(key, stored, ttl)
