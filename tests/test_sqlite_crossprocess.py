@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import orjson
+import pytest
 
 INCREMENTS = 500
 
@@ -48,7 +49,10 @@ def test_two_processes_lose_no_increment(tmp_path: Path) -> None:
     try:
         for child in children:
             assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready", child.stderr
+            if child.stdout.readline().strip() != "ready":
+                child.kill()
+                _, err = child.communicate()
+                pytest.fail(f"a child process did not start:\n{err}")
         for child in children:
             assert child.stdin is not None
             child.stdin.write("go\n")
@@ -63,7 +67,7 @@ def test_two_processes_lose_no_increment(tmp_path: Path) -> None:
         for child in children:
             if child.poll() is None:
                 child.kill()
-                child.wait()
+            child.communicate()  # reaps it and closes its pipes
     # The runs overlapped, so the increments really competed for the file.
     assert max(start for start, _ in spans) < min(end for _, end in spans)
     with sqlite3.connect(path) as conn:

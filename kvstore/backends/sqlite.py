@@ -600,13 +600,7 @@ class _Engine:
                 thread.join(timeout=5.0)
             raise BackendUnavailableError(_open_failure(self.path, err)) from err
         try:
-            # busy_timeout is set by connect(timeout=...). journal_mode=WAL lets
-            # readers run beside the writer; synchronous=FULL fsyncs the WAL at each
-            # COMMIT, which is what makes a returned write survive a power loss.
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = FULL")
-            for statement in _SCHEMA:
-                await conn.execute(statement)
+            await self._set_up(conn)
         except sqlite3.Error as err:
             try:
                 await conn.close()
@@ -614,6 +608,32 @@ class _Engine:
                 pass  # the setup error is the one worth reporting
             raise BackendUnavailableError(_open_failure(self.path, err)) from err
         return conn
+
+    async def _set_up(self, conn: aiosqlite.Connection) -> None:
+        """Switch to WAL and create the schema, waiting out other processes doing the same.
+
+        busy_timeout (set by connect(timeout=...)) does not cover the switch to
+        WAL: when several processes open a new file at once, SQLite answers
+        "database is locked" at once. So the setup is retried until busy_timeout.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                # WAL lets readers run beside the writer; synchronous=FULL fsyncs
+                # the WAL at each COMMIT, which makes a returned write survive a
+                # power loss.
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA synchronous = FULL")
+                for statement in _SCHEMA:
+                    await conn.execute(statement)
+                return
+            except sqlite3.OperationalError as err:
+                busy = err.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     async def read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         """Run a query outside the write queue and return all its rows."""
@@ -695,6 +715,8 @@ def _open_failure(path: str, err: sqlite3.Error) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         cause = f"its directory {directory!r} does not exist (or is not a directory)"
+    elif getattr(err, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        cause = f"{err}: another process held the database longer than busy_timeout"
     else:
         cause = f"{err}; the directory {directory!r} must be writable"
     return f"cannot open SQLite database {path!r}: {cause}"
