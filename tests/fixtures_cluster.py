@@ -10,26 +10,19 @@ binaries the tests are skipped locally and fail under CI (env ``CI`` set).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures_redis import require_redis_binaries, server_side_ttl_backend
 
-import kvstore
 from kvstore.redis_server import RedisServerCluster
 from kvstore.testing import ContractBackend
 
 
 def require_redis_cluster_tools() -> None:
     """Skip (or, under CI, fail) the calling test when redis-server or redis-cli is missing."""
-    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
-    if missing:
-        message = f"{' and '.join(missing)} not installed (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_redis_binaries("redis-server", "redis-cli")
 
 
 @pytest.fixture(scope="session")
@@ -55,12 +48,8 @@ def cluster_url(redis_cluster: RedisServerCluster) -> str:
 
 @pytest.fixture
 def cluster_contract_backend(cluster_url: str) -> ContractBackend:
-    """The contract's view of Redis Cluster: TTLs are server-side, so time passes by sleeping."""
-
-    def open_service(default_ttl: float | None = None) -> kvstore.StoreService:
-        return kvstore.open_service(cluster_url, default_ttl=default_ttl)
-
-    return ContractBackend(open_service=open_service, ttl_unit=0.2)
+    """The contract's view of the session's Redis Cluster."""
+    return server_side_ttl_backend(cluster_url)
 
 
 @pytest.fixture

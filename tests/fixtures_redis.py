@@ -20,19 +20,29 @@ from kvstore.testing import ContractBackend
 UNIX_SOCKET_NAME = "redis.sock"
 
 
-def require_redis_server() -> None:
-    """Skip (or, under CI, fail) the calling test when redis-server is missing."""
-    if shutil.which("redis-server") is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
+def require_redis_binaries(*names: str) -> None:
+    """Skip (or, under CI, fail) the calling test when a Redis binary is missing."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        message = f"{' and '.join(missing)} not installed (apt-get install redis-server)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
 
 
+def server_side_ttl_backend(url: str) -> ContractBackend:
+    """The contract's view of a Redis URL: TTLs are server-side, so time passes by sleeping."""
+
+    def open_service(default_ttl: float | None = None) -> kvstore.StoreService:
+        return kvstore.open_service(url, default_ttl=default_ttl)
+
+    return ContractBackend(open_service=open_service, ttl_unit=0.2)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server shared by the session; it also listens on ``dir/redis.sock``."""
-    require_redis_server()
+    require_redis_binaries("redis-server")
     server = RedisServer(extra_args=("--unixsocketperm", "700"))
     server.extra_args += ("--unixsocket", str(server.dir / UNIX_SOCKET_NAME))
     with server:
@@ -53,9 +63,5 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def redis_contract_backend(redis_url: str) -> ContractBackend:
-    """The contract's view of Redis: TTLs are server-side, so time passes by sleeping."""
-
-    def open_service(default_ttl: float | None = None) -> kvstore.StoreService:
-        return kvstore.open_service(redis_url, default_ttl=default_ttl)
-
-    return ContractBackend(open_service=open_service, ttl_unit=0.2)
+    """The contract's view of the session's Redis server."""
+    return server_side_ttl_backend(redis_url)
