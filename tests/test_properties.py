@@ -93,7 +93,7 @@ SIBLING_DATA: Final = {"a": "sibling", "a:b": 1, "*": [2], "[a]": {"k": None}}
 """What each neighbouring namespace holds; the machine's ``clear()`` must not touch it."""
 
 PROPERTY_SETTINGS: Final = settings(
-    max_examples=100,
+    # max_examples comes from the loaded profile (tests/conftest.py): 100 locally, 50 on CI.
     stateful_step_count=30,
     deadline=None,
     database=None,  # every run is fresh: no example database to replay or to write
