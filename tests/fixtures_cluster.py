@@ -47,9 +47,12 @@ def cluster_url(redis_cluster: RedisServerCluster) -> str:
 
 
 @pytest.fixture
-def cluster_contract_backend(cluster_url: str) -> ContractBackend:
-    """The contract's view of the session's Redis Cluster."""
-    return server_side_ttl_backend(cluster_url)
+def cluster_contract_backend(
+    cluster_url: str, redis_cluster: RedisServerCluster
+) -> ContractBackend:
+    """The contract's view of the session's Redis Cluster (time moves on every node)."""
+    nodes = [f"redis://{node.host}:{node.port}/0" for node in redis_cluster.nodes]
+    return server_side_ttl_backend(cluster_url, nodes)
 
 
 @pytest.fixture
