@@ -419,7 +419,9 @@ def test_use_from_a_second_event_loop_is_a_clear_error(redis_url: str) -> None:
 async def test_concurrent_mixed_ops_get_their_own_replies(
     redis_url: str, raw: redis.asyncio.Redis, auto_pipeline: bool
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_url)
+    # Without auto-pipelining each of the 200 tasks may hold a connection at once
+    # (the slower the replies, the more): more than redis-py's default pool of 100.
+    client = redis.asyncio.Redis.from_url(redis_url, max_connections=256)
     pipelines = 0
     original_pipeline = client.pipeline
 
