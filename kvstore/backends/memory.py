@@ -22,6 +22,9 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 # The longest JSON encoding of one character is a 6-byte "\uXXXX" escape.
 _MAX_BYTES_PER_CHAR: Final = 6
 
+RECLAIM_BATCH: Final = 512
+"""Most expired entries one call reclaims (expired keys are invisible at once regardless)."""
+
 _Entry = tuple[Any, float | None]  # (stored value, absolute expiry on the clock or None)
 
 
@@ -201,10 +204,17 @@ class MemoryStore(BaseStore):
             heapq.heapify(self._expiries)
 
     def _reclaim(self) -> None:
-        """Drop expired entries in expiry order; O(expired) amortised."""
+        """Drop up to :data:`RECLAIM_BATCH` expired entries, in expiry order.
+
+        Bounded so that no call pays for a mass expiry at once (a million keys
+        expiring together would otherwise stall the event loop for seconds):
+        every write reclaims one batch, so reclaiming keeps ahead of writing.
+        """
         heap = self._expiries
         now = self._clock()
-        while heap and heap[0][0] <= now:
+        for _ in range(RECLAIM_BATCH):
+            if not heap or heap[0][0] > now:
+                return
             expires_at, key = heapq.heappop(heap)
             entry = self._data.get(key)
             # A key rewritten since has a newer deadline: its heap item is stale.
