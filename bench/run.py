@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from kvstore.redis_server import RedisServer
+from kvstore.testing.redis_server import RedisServer
 
 from .ceiling import redis_benchmark
 from .profiling import profile_memory_store

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
@@ -125,7 +125,7 @@ class BaseStore(ABC):
         self._check_open()
         return await self._delete(check_key(key))
 
-    async def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
+    async def entries(self, prefix: str = "") -> AsyncGenerator[tuple[str, Any], None]:
         """Yield ``(key, value)`` for each live key starting with *prefix*.
 
         Order is unspecified. Expired keys are never yielded, and writes by other

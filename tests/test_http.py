@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import kvstore
 from kvstore import StoreMetrics, StoreService
 from kvstore.backends.redis import RedisStore
-from kvstore.redis_server import free_port
+from kvstore.testing.redis_server import free_port
 from kvstore.testing import ManualClock
 from runtime import AgentRuntime, Message
 from runtime.__main__ import build_parser
