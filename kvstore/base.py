@@ -15,12 +15,23 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 
-from .codec import Codec, JSONCodec, check_key, check_prefix, check_ttl
+from .codec import MAX_TTL, Codec, JSONCodec, check_key, check_prefix, check_ttl
 from .errors import StoreClosedError, ValueTooLargeError
+from .options import TextOption, check_int, int_option, number_option
 
-__all__ = ["DEFAULT_MAX_VALUE_BYTES", "MISSING", "BaseStore", "Missing"]
+__all__ = ["DEFAULT_MAX_VALUE_BYTES", "MISSING", "URL_OPTIONS", "BaseStore", "Missing"]
 
 DEFAULT_MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
+
+URL_OPTIONS: Final[Mapping[str, TextOption]] = {
+    "default_ttl": number_option(above=0.0, maximum=MAX_TTL),
+    "max_value_bytes": int_option(minimum=1),
+}
+"""Parsers of the URL query options of :class:`BaseStore`'s own arguments.
+
+A backend builds its table for :func:`kvstore.options.parse_query` from these
+and its own, so a bad value is a :class:`~kvstore.ConfigError` on every backend.
+"""
 
 
 class Missing(enum.Enum):
@@ -54,11 +65,7 @@ class BaseStore(ABC):
         codec: Codec | None = None,
     ) -> None:
         self._default_ttl = None if default_ttl is None else check_ttl(default_ttl)
-        if isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int):
-            raise TypeError("max_value_bytes must be an int")
-        if max_value_bytes <= 0:
-            raise ValueError(f"max_value_bytes must be > 0, got {max_value_bytes}")
-        self._max_value_bytes = max_value_bytes
+        self._max_value_bytes = check_int("max_value_bytes", max_value_bytes, minimum=1)
         self._codec: Codec = JSONCodec() if codec is None else codec
         self._closed = False
 

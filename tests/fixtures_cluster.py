@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from fixtures_redis import require_redis_binaries, server_side_ttl_backend
 
-from kvstore.testing.redis_cluster import RedisServerCluster
 from kvstore.testing import ContractBackend
+from kvstore.testing.redis_cluster import RedisServerCluster
 
 
 def require_redis_cluster_tools() -> None:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 import kvstore
-from kvstore.testing.redis_server import RedisServer
 from kvstore.testing import ContractBackend
+from kvstore.testing.redis_server import RedisServer
 
 UNIX_SOCKET_NAME = "redis.sock"
 

@@ -442,6 +442,17 @@ def test_copy_store_rejects_bad_options(option: str, value: Any) -> None:
     _run(scenario)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("batch", 1.5), ("concurrency", True), ("ttl_precision", "1")]
+)
+def test_copy_store_rejects_options_of_the_wrong_type(option: str, value: Any) -> None:
+    async def scenario() -> None:
+        with pytest.raises(TypeError, match=option):
+            await copy_store(MemoryStore(), MemoryStore(), **{option: value})
+
+    _run(scenario)
+
+
 # -- errors -------------------------------------------------------------------------
 
 
@@ -513,6 +524,34 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["copy", "sqlite:///a.db", "sqlite:///b.db", "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
     assert main([]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["entries", "memory://", "--limit", "ten"], ("--limit", "whole number", "'ten'")),
+        (
+            ["copy", "sqlite:///a.db", "sqlite:///b.db", "--concurrency", "0"],
+            ("--concurrency", ">= 1"),
+        ),
+        (
+            ["copy", "sqlite:///a.db", "sqlite:///b.db", "--ttl-precision", "-1"],
+            ("--ttl-precision", ">= 0"),
+        ),
+        (
+            ["copy", "sqlite:///a.db", "sqlite:///b.db", "--ttl-precision", "nan"],
+            ("--ttl-precision", "finite"),
+        ),
+    ],
+)
+def test_bad_numbers_name_the_flag_and_what_is_allowed(
+    argv: list[str], words: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage line
+    assert line.startswith("kvstore: error: argument ")
+    for word in words:
+        assert word in line
 
 
 @pytest.mark.redis
