@@ -12,7 +12,6 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
-from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 
 from .codec import MAX_TTL, Codec, JSONCodec, check_key, check_prefix, check_ttl
@@ -182,12 +181,7 @@ class BaseStore(ABC):
         return await self._add(key, self._encode(value), seconds)
 
     async def update(
-        self,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = None,
-        ttl: float | None = None,
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
     ) -> Any:
         """Atomically replace the value of *key* by ``fn(current)`` and return it.
 
@@ -242,12 +236,7 @@ class BaseStore(ABC):
         await self._open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     # -- construction and namespaces ------------------------------------------------

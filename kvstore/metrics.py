@@ -449,12 +449,7 @@ class MetricsStore(StoreWrapper):
         return await self._observe(self._ops["add"], self._inner.add, key, value, ttl=ttl)
 
     async def update(
-        self,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = None,
-        ttl: float | None = None,
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
     ) -> Any:
         """Atomically replace the value of *key* by ``fn(current)`` and return it.
 

@@ -61,12 +61,7 @@ class KVStore(Protocol):
         ...
 
     async def update(
-        self,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = None,
-        ttl: float | None = None,
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
     ) -> Any:
         """Atomically store and return ``fn(current value or default)``."""
         ...

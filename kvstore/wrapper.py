@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
-from types import TracebackType
 from typing import Any, Self
 
 from .protocol import KVStore
@@ -91,12 +90,7 @@ class StoreWrapper:
         return await self._inner.add(key, value, ttl=ttl)
 
     async def update(
-        self,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = None,
-        ttl: float | None = None,
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
     ) -> Any:
         """Atomically replace the value of *key* by ``fn(current)`` and return it."""
         return await self._inner.update(key, fn, default=default, ttl=ttl)
@@ -121,13 +115,8 @@ class StoreWrapper:
         await self._inner.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._inner!r})"
