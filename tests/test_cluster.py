@@ -35,8 +35,9 @@ from kvstore import (
     service_from_env,
 )
 from kvstore.backends.redis import RedisStore
-from kvstore.redis_server import RedisServer, RedisServerCluster, RedisServerError
 from kvstore.testing import ContractBackend, KVStoreContract, ManualClock
+from kvstore.testing.redis_cluster import RedisServerCluster
+from kvstore.testing.redis_server import RedisServer, RedisServerError
 from runtime.agent import AgentRuntime
 from runtime.sessions import Session, SessionManager, SessionNotFoundError, SessionsConfig
 

@@ -31,7 +31,7 @@ from kvstore import (
     open_store,
 )
 from kvstore.backends.redis import SCAN_COUNT, RedisStore
-from kvstore.redis_server import RedisServer, RedisServerNotFoundError
+from kvstore.testing.redis_server import RedisServer, RedisServerNotFoundError
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
