@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Final, Generic, Self, TypeVar
 from ...base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
 from ...codec import Codec, check_store_name
 from ...errors import ConfigError, KVStoreError
-from ...options import check_bool, check_int, check_seconds
-from .connection import Connection
+from ...options import check_bool
+from .connection import Connection, PoolOptions
 from .errors import DRIVER_ERRORS
 from .keys import check_key_prefix, glob_escape, key_prefix
 from .retry import RetryPolicy
@@ -75,14 +75,8 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
         connection: ConnectionT
         if isinstance(url_or_client, str):
             self._check_url(url_or_client)
-            connection = self._connection_from_url(
-                url_or_client,
-                socket_timeout=check_seconds("socket_timeout", socket_timeout),
-                socket_connect_timeout=check_seconds(
-                    "socket_connect_timeout", socket_connect_timeout
-                ),
-                max_connections=check_int("max_connections", max_connections, minimum=1),
-            )
+            pool = PoolOptions(socket_timeout, socket_connect_timeout, max_connections)
+            connection = self._connection_from_url(url_or_client, pool)
         else:
             connection = self._connection_from_client(url_or_client)
         self._setup(
@@ -131,9 +125,7 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
 
     @classmethod
     @abstractmethod
-    def _connection_from_url(
-        cls, url: str, *, socket_timeout: float, socket_connect_timeout: float, max_connections: int
-    ) -> ConnectionT:
+    def _connection_from_url(cls, url: str, options: PoolOptions) -> ConnectionT:
         """A connection of our own (the store closes it) to the backend *url* names."""
 
     @classmethod
@@ -145,7 +137,7 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        """Build from a URL of this class's schemes, store options in its query string.
+        """Build from a URL of this class's schemes (see the class), options in its query string.
 
         Store options may come from the query string: ``namespace``,
         ``prefix``, ``default_ttl``, ``max_value_bytes``, ``retries``,

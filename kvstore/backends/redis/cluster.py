@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Final, Self
+from typing import Any, Final
 
+import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
@@ -21,6 +22,7 @@ from ...base import MISSING
 from ...errors import ConfigError
 from .base import RedisStoreBase, millis, px, scan
 from .cluster_connection import ClusterConnection
+from .connection import PoolOptions
 from .urls import CLUSTER_SCHEMES, SCHEMES, redact, url_scheme
 
 __all__ = ["RedisClusterStore"]
@@ -79,28 +81,19 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
     the key: ``"{user42}:profile"`` and ``"{user42}:cart"``. ``update`` may
     apply *fn* twice if the compare-and-set succeeded but its reply was lost.
 
+    :meth:`from_url` takes the URL forms above, with store options in the query
+    string. The nodes listed are where the client starts; it discovers the
+    others. A missing port means 6379. A cluster has only database 0.
+
     >>> store = RedisClusterStore("redis+cluster://10.0.0.1:7000,10.0.0.2:7000/")
     >>> async with store:                                 # doctest: +SKIP
     ...     await store.set("{user42}:cart", [])
+    >>> RedisClusterStore.from_url("redis+cluster://127.0.0.1:7000/?namespace=app")
+    RedisClusterStore('redis+cluster://127.0.0.1:7000/', namespace='app', prefix='kv')
     """
 
     backend = "redis-cluster"
     is_cluster = True
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Build from ``redis+cluster://[user:password@]host:port[,host:port…]/`` or
-        ``rediss+cluster://…`` (TLS), with store options in the query string.
-
-        The nodes listed are where the client starts; it discovers the others.
-        A missing port means 6379. A cluster has only database 0. See
-        :meth:`RedisStoreBase.from_url
-        <kvstore.backends.redis.base.RedisStoreBase.from_url>` for the options.
-
-        >>> RedisClusterStore.from_url("redis+cluster://127.0.0.1:7000/?namespace=app")
-        RedisClusterStore('redis+cluster://127.0.0.1:7000/', namespace='app', prefix='kv')
-        """
-        return super().from_url(url, **options)
 
     @classmethod
     def _check_url(cls, url: str) -> None:
@@ -113,18 +106,16 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
             )
 
     @classmethod
-    def _connection_from_url(
-        cls, url: str, *, socket_timeout: float, socket_connect_timeout: float, max_connections: int
-    ) -> ClusterConnection:
-        return ClusterConnection.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            max_connections=max_connections,
-        )
+    def _connection_from_url(cls, url: str, options: PoolOptions) -> ClusterConnection:
+        return ClusterConnection.from_url(url, options)
 
     @classmethod
     def _connection_from_client(cls, client: object) -> ClusterConnection:
+        if isinstance(client, redis.asyncio.Redis):
+            raise ConfigError(
+                "RedisClusterStore was given a redis.asyncio.Redis client, which talks to one"
+                " server: use RedisStore(client), or pass a RedisCluster client"
+            )
         if not isinstance(client, RedisCluster):
             raise TypeError(
                 "RedisClusterStore needs a redis+cluster:// or rediss+cluster:// URL, or a"

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ...errors import ConfigError
-from .connection import Connection
+from .connection import Connection, PoolOptions
 from .errors import DRIVER_ERRORS, UNREACHABLE, as_driver_error
 from .pipeline import Deliver
 from .urls import parse_cluster_url, redact
@@ -63,14 +63,7 @@ class ClusterConnection(Connection[RedisCluster]):
         self._failed_node: str | None = None
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        socket_timeout: float,
-        socket_connect_timeout: float,
-        max_connections: int,
-    ) -> ClusterConnection:
+    def from_url(cls, url: str, options: PoolOptions) -> ClusterConnection:
         """A ``RedisCluster`` of our own, starting from the nodes the URL lists."""
         shown = redact(url)
         nodes = parse_cluster_url(url)
@@ -78,9 +71,9 @@ class ClusterConnection(Connection[RedisCluster]):
             client = RedisCluster.from_url(
                 nodes.first,
                 startup_nodes=[ClusterNode(host, port) for host, port in nodes.others],
-                max_connections=max_connections,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
+                max_connections=options.max_connections,
+                socket_timeout=options.socket_timeout,
+                socket_connect_timeout=options.socket_connect_timeout,
                 # The store retries with its own policy (re-reading the slot map
                 # between attempts); redis-py must not retry underneath it.
                 retry=Retry(NoBackoff(), 0),
@@ -94,8 +87,8 @@ class ClusterConnection(Connection[RedisCluster]):
             client,
             owns_client=True,
             location=shown,
-            max_connections=max_connections,
-            wait_timeout=socket_timeout,
+            max_connections=options.max_connections,
+            wait_timeout=options.socket_timeout,
         )
 
     @classmethod

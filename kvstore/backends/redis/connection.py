@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import redis.asyncio
@@ -19,12 +20,30 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ...errors import ConfigError, KVStoreError, StoreClosedError
+from ...options import check_int, check_seconds
 from .pipeline import AutoPipeline, Deliver, Sender
 from .urls import redact
 
-__all__ = ["Connection", "ServerConnection"]
+__all__ = ["Connection", "PoolOptions", "ServerConnection"]
 
 ClientT = TypeVar("ClientT")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """How a client the store builds itself connects (a client passed in keeps its own)."""
+
+    socket_timeout: float
+    """Seconds to wait for a reply, and at most for a free pooled connection."""
+    socket_connect_timeout: float
+    """Seconds to wait for a connection."""
+    max_connections: int
+    """Size of the pool (of each node's pool on a cluster)."""
+
+    def __post_init__(self) -> None:
+        check_seconds("socket_timeout", self.socket_timeout)
+        check_seconds("socket_connect_timeout", self.socket_connect_timeout)
+        check_int("max_connections", self.max_connections, minimum=1)
 
 
 class Connection(Generic[ClientT]):
@@ -103,22 +122,15 @@ class ServerConnection(Connection[redis.asyncio.Redis]):
     """One Redis server (or a proxy in front of several)."""
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        socket_timeout: float,
-        socket_connect_timeout: float,
-        max_connections: int,
-    ) -> ServerConnection:
+    def from_url(cls, url: str, options: PoolOptions) -> ServerConnection:
         """A client of our own, on a pool that waits (boundedly) for a free connection."""
         try:
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 url,
-                max_connections=max_connections,
-                timeout=socket_timeout,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
+                max_connections=options.max_connections,
+                timeout=options.socket_timeout,
+                socket_timeout=options.socket_timeout,
+                socket_connect_timeout=options.socket_connect_timeout,
                 # The store retries with its own policy; the driver must not
                 # retry underneath it.
                 retry=Retry(NoBackoff(), 0),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Self, cast
+from typing import Any, cast
 
 import redis.asyncio
 import redis.exceptions
@@ -12,7 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 from ...base import MISSING
 from ...errors import ConfigError
 from .base import RedisStoreBase, px, scan
-from .connection import ServerConnection
+from .connection import PoolOptions, ServerConnection
 from .urls import CLUSTER_SCHEMES, redact, url_scheme
 
 __all__ = ["RedisStore"]
@@ -61,25 +61,18 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
     ``update`` may apply *fn* twice if the EXEC succeeded but its reply was
     lost. Pass ``retries=0`` where that matters.
 
+    :meth:`from_url` takes ``redis://[user:password@]host:port/db``,
+    ``rediss://…`` (TLS) or ``unix:///path.sock?db=N``, with store options in
+    the query string.
+
     >>> store = RedisStore("redis://localhost:6379/0", namespace="app", default_ttl=300)
     >>> async with store:                                 # doctest: +SKIP
     ...     await store.set("user:1", {"name": "Ada"})
+    >>> RedisStore.from_url("redis://localhost:6379/0?namespace=app&retries=5")
+    RedisStore('redis://localhost:6379/0', namespace='app', prefix='kv')
     """
 
     backend = "redis"
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Build from ``redis://[user:password@]host:port/db``, ``rediss://…`` (TLS)
-        or ``unix:///path.sock?db=N``, with store options in the query string.
-
-        See :meth:`RedisStoreBase.from_url
-        <kvstore.backends.redis.base.RedisStoreBase.from_url>` for the options.
-
-        >>> RedisStore.from_url("redis://localhost:6379/0?namespace=app&retries=5")
-        RedisStore('redis://localhost:6379/0', namespace='app', prefix='kv')
-        """
-        return super().from_url(url, **options)
 
     @classmethod
     def _check_url(cls, url: str) -> None:
@@ -90,15 +83,8 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
             )
 
     @classmethod
-    def _connection_from_url(
-        cls, url: str, *, socket_timeout: float, socket_connect_timeout: float, max_connections: int
-    ) -> ServerConnection:
-        return ServerConnection.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            max_connections=max_connections,
-        )
+    def _connection_from_url(cls, url: str, options: PoolOptions) -> ServerConnection:
+        return ServerConnection.from_url(url, options)
 
     @classmethod
     def _connection_from_client(cls, client: object) -> ServerConnection:
