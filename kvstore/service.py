@@ -26,8 +26,8 @@ BACKENDS: Final[Mapping[str, tuple[str, str]]] = {
     "redis": ("kvstore.backends.redis", "RedisStore"),
     "rediss": ("kvstore.backends.redis", "RedisStore"),
     "unix": ("kvstore.backends.redis", "RedisStore"),
-    "redis+cluster": ("kvstore.backends.redis", "RedisStore"),
-    "rediss+cluster": ("kvstore.backends.redis", "RedisStore"),
+    "redis+cluster": ("kvstore.backends.redis", "RedisClusterStore"),
+    "rediss+cluster": ("kvstore.backends.redis", "RedisClusterStore"),
 }
 
 ENV_BACKENDS: Final = ("memory", "sqlite", "redis", "redis-cluster")
@@ -65,8 +65,8 @@ def open_store(url: str, **options: Any) -> BaseStore:
 
     Schemes: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``redis://host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock``, and
-    for Redis Cluster ``redis+cluster://host:port[,host:port…]/`` and
-    ``rediss+cluster://…`` (TLS).
+    for Redis Cluster (a :class:`~kvstore.RedisClusterStore`)
+    ``redis+cluster://host:port[,host:port…]/`` and ``rediss+cluster://…`` (TLS).
     Keyword options go to the backend's constructor (``default_ttl``,
     ``max_value_bytes``, …).
 
