@@ -27,10 +27,10 @@ import enum
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import anyio
 
@@ -42,14 +42,14 @@ from kvstore import (
     is_kv_store_service,
     service_from_env,
 )
+from kvstore.options import TextOption, check_int, check_seconds, int_option, seconds_option
 
+from .errors import ProviderError, RuntimeStateError
 from .messages import Message
-from .plugins import Handler, Plugin, Provider, ProviderError, RuntimeStateError, Service
+from .plugins import Handler, Plugin, Provider, Service
 from .plugins import service_name as _service_name
+from .sessions import SessionManager, SessionsConfig
 from .state import DEFAULT_STATE_TTL, STATE_CACHE_STORE, StateCache
-
-if TYPE_CHECKING:
-    from .sessions import SessionManager, SessionsConfig
 
 __all__ = ["DEFAULT_STATE_CACHE_MAX_ENTRIES", "AgentRuntime", "echo_handler"]
 
@@ -264,8 +264,6 @@ class AgentRuntime:
                 self._state_cache = StateCache(
                     self._kv_service.get_store(STATE_CACHE_STORE), ttl=state_ttl
                 )
-                from .sessions import SessionManager
-
                 self._sessions = SessionManager(self, config=self.sessions_config)
             except BaseException:
                 await self._teardown(reraise=False)
@@ -486,27 +484,40 @@ def _check_settings(settings: Mapping[str, SettingValue] | None) -> dict[str, Se
     return checked
 
 
-def _seconds_setting(settings: Mapping[str, SettingValue], name: str, default: float) -> float:
+_T = TypeVar("_T")
+
+
+def _setting(
+    settings: Mapping[str, SettingValue],
+    name: str,
+    default: _T,
+    parse: TextOption,
+    check: Callable[[str, object], _T],
+) -> _T:
+    """Setting *name*: *default* when absent or blank, else parsed (text) or checked (number).
+
+    Raises:
+        ConfigError: naming the setting, when the value is refused.
+    """
     raw = settings.get(name)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return default
     try:
-        seconds = float(raw)
-    except ValueError:
-        raise ConfigError(f"setting {name}={raw!r} is not a number of seconds") from None
-    if not 0 < seconds < float("inf"):
-        raise ConfigError(f"setting {name}={raw!r} must be a finite number of seconds > 0")
-    return seconds
+        value: _T = parse(name, raw) if isinstance(raw, str) else check(name, raw)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"setting {name}={raw!r} is invalid: {err}") from None
+    return value
+
+
+def _seconds_setting(settings: Mapping[str, SettingValue], name: str, default: float) -> float:
+    return _setting(settings, name, default, seconds_option(), check_seconds)
 
 
 def _count_setting(settings: Mapping[str, SettingValue], name: str, default: int) -> int:
-    raw = settings.get(name)
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return default
-    try:
-        count = int(raw)
-    except (ValueError, OverflowError):
-        raise ConfigError(f"setting {name}={raw!r} is not a whole number") from None
-    if count < 1 or count != float(raw):
-        raise ConfigError(f"setting {name}={raw!r} must be a whole number >= 1")
-    return count
+    def check(name: str, value: object) -> int:
+        # A whole float (1000.0, say from a config parser) counts as that int.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return check_int(name, value, minimum=1)
+
+    return _setting(settings, name, default, int_option(minimum=1), check)
