@@ -9,15 +9,16 @@ exchange, a heartbeat and a renewal, and a session without auto-renew.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import orjson
 import pytest
 
-from kvstore import KVStoreService, MemoryStore, StoreService
+from kvstore import MemoryStore, StoreService
 from kvstore.testing import ManualClock
+from runtime import AgentRuntime
 from runtime.errors import SessionError
-from runtime.messages import Message
 from runtime.sessions import SessionManager, SessionRecordError, TimeoutConfig
 from runtime.sessions.record import SessionRecord
 
@@ -51,34 +52,19 @@ NO_RENEW: Final = (
 )
 
 
-class EchoRuntime:
-    """The members SessionManager uses."""
-
-    agent_id = "agent-1"
-
-    def __init__(self, service: KVStoreService) -> None:
-        self.kv_service = service
-
-    async def compose_state(self, message: Message) -> dict[str, Any]:
-        return {}
-
-    async def generate_reply(self, message: Message, state: dict[str, Any]) -> str:
-        return f"re: {message.content}"
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
 
 
 @pytest.fixture
-def service(clock: ManualClock) -> StoreService:
-    return StoreService(MemoryStore(clock=clock))
-
-
-@pytest.fixture
-def manager(service: StoreService, clock: ManualClock) -> SessionManager:
-    return SessionManager(EchoRuntime(service), clock=clock)
+async def manager(clock: ManualClock) -> AsyncIterator[SessionManager]:
+    agent = AgentRuntime(agent_id="agent-1", environ={})
+    service = StoreService(MemoryStore(clock=clock))
+    agent.register_service(service)
+    async with agent:
+        yield SessionManager(agent, clock=clock)
+    await service.aclose()
 
 
 async def stored(manager: SessionManager, session_id: str) -> bytes:
@@ -138,10 +124,10 @@ async def test_a_first_release_record_is_served(
     assert (session.user_id, session.renewal_count, session.message_count) == ("user-1", 3, 2)
     assert session.expires_at == 1700001842.25
     reply = await manager.send_message(data["id"], "still here?")
-    assert reply.content == "re: still here?"
+    assert reply.content == "Echo: still here?"
     # Seqs 0 and 1 were never written in this store: holes, skipped.
     assert [m.content for m in await manager.messages(data["id"])] == [
-        "re: still here?",
+        "Echo: still here?",
         "still here?",
     ]
     assert (await manager.get(data["id"])).message_count == 4

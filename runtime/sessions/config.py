@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 from ..errors import InvalidSessionInputError
 from .validation import check_flag, check_minutes, check_positive_int, check_seconds_value
 
-__all__ = ["SessionsConfig", "TimeoutConfig"]
+__all__ = ["TIMEOUT_FIELDS", "SessionsConfig", "TimeoutConfig"]
+
+TIMEOUT_FIELDS: Final = (
+    "timeout_minutes",
+    "auto_renew",
+    "max_duration_minutes",
+    "warning_threshold_minutes",
+)
+"""The timeout settings, in the order every dict form lists them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,7 @@ class TimeoutConfig:
         >>> TimeoutConfig.from_mapping({"timeout_minutes": 0.5}).timeout_minutes
         0.5
         """
-        allowed = {f.name for f in fields(cls)}
+        allowed = set(TIMEOUT_FIELDS)
         unknown = set(data) - allowed
         if unknown:
             raise InvalidSessionInputError(
@@ -61,12 +69,7 @@ class TimeoutConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-compatible dict."""
-        return {
-            "timeout_minutes": self.timeout_minutes,
-            "auto_renew": self.auto_renew,
-            "max_duration_minutes": self.max_duration_minutes,
-            "warning_threshold_minutes": self.warning_threshold_minutes,
-        }
+        return {name: getattr(self, name) for name in TIMEOUT_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)

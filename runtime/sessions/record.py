@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from ..errors import SessionRecordError
-from .config import TimeoutConfig
+from .config import TIMEOUT_FIELDS, TimeoutConfig
 from .models import Session
 
 __all__ = ["RECORD_VERSION", "RecordState", "SessionRecord", "StoredTimeout"]
@@ -83,21 +83,11 @@ class StoredTimeout:
 
     def to_config(self) -> TimeoutConfig:
         """The same settings as the public :class:`TimeoutConfig`."""
-        return TimeoutConfig(
-            timeout_minutes=self.timeout_minutes,
-            auto_renew=self.auto_renew,
-            max_duration_minutes=self.max_duration_minutes,
-            warning_threshold_minutes=self.warning_threshold_minutes,
-        )
+        return TimeoutConfig(**self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form."""
-        return {
-            "timeout_minutes": self.timeout_minutes,
-            "auto_renew": self.auto_renew,
-            "max_duration_minutes": self.max_duration_minutes,
-            "warning_threshold_minutes": self.warning_threshold_minutes,
-        }
+        return {name: getattr(self, name) for name in TIMEOUT_FIELDS}
 
     def expiry(self, *, created_at: float, last_activity: float, renewed_at: float) -> float:
         """ElizaOS's rule: ``min(base + timeout, created_at + max_duration)``."""
