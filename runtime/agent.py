@@ -27,28 +27,27 @@ import enum
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 import anyio
 
 from kvstore import (
-    ConfigError,
     KVStoreService,
     MemoryStore,
     StoreService,
     is_kv_store_service,
     service_from_env,
 )
-from kvstore.options import TextOption, check_int, check_seconds, int_option, seconds_option
 
 from .errors import ProviderError, RuntimeStateError
 from .messages import Message
 from .plugins import Handler, Plugin, Provider, Service
 from .plugins import service_name as _service_name
 from .sessions import SessionManager, SessionsConfig
+from .settings import SettingValue, check_settings, count_setting, seconds_setting
 from .state import DEFAULT_STATE_TTL, STATE_CACHE_STORE, StateCache
 
 __all__ = ["DEFAULT_STATE_CACHE_MAX_ENTRIES", "AgentRuntime", "echo_handler"]
@@ -57,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_CACHE_MAX_ENTRIES: Final = 10_000
 """Bound of the in-memory fallback's ``state_cache`` store (``STATE_CACHE_MAX_ENTRIES``)."""
-
-SettingValue = str | int | float
 
 
 async def echo_handler(runtime: AgentRuntime, message: Message, state: dict[str, Any]) -> str:
@@ -129,7 +126,7 @@ class AgentRuntime:
             )
         self.agent_id: str = agent_id
         """This agent's id."""
-        self.settings: dict[str, SettingValue] = _check_settings(settings)
+        self.settings: dict[str, SettingValue] = check_settings(settings)
         """Runtime settings (``STATE_CACHE_TTL``, ``STATE_CACHE_MAX_ENTRIES``, your own)."""
         self.sessions_config: SessionsConfig | None = sessions_config
         """Configuration handed to ``runtime.sessions`` at :meth:`initialize`."""
@@ -251,8 +248,8 @@ class AgentRuntime:
                 return
             if self._phase is _Phase.CLOSED:
                 raise RuntimeStateError("a closed runtime cannot be initialised again")
-            state_ttl = _seconds_setting(self.settings, "STATE_CACHE_TTL", DEFAULT_STATE_TTL)
-            max_entries = _count_setting(
+            state_ttl = seconds_setting(self.settings, "STATE_CACHE_TTL", DEFAULT_STATE_TTL)
+            max_entries = count_setting(
                 self.settings, "STATE_CACHE_MAX_ENTRIES", DEFAULT_STATE_CACHE_MAX_ENTRIES
             )
             try:
@@ -470,54 +467,3 @@ class AgentRuntime:
 def _callable_name(fn: object) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     return name if isinstance(name, str) else repr(fn)
-
-
-def _check_settings(settings: Mapping[str, SettingValue] | None) -> dict[str, SettingValue]:
-    checked = dict(settings or {})
-    for key, value in checked.items():
-        if not isinstance(key, str):
-            raise TypeError(f"setting names must be str, got {key!r}")
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise TypeError(
-                f"setting {key!r} must be a str, int or float, not {type(value).__name__}"
-            )
-    return checked
-
-
-_T = TypeVar("_T")
-
-
-def _setting(
-    settings: Mapping[str, SettingValue],
-    name: str,
-    default: _T,
-    parse: TextOption,
-    check: Callable[[str, object], _T],
-) -> _T:
-    """Setting *name*: *default* when absent or blank, else parsed (text) or checked (number).
-
-    Raises:
-        ConfigError: naming the setting, when the value is refused.
-    """
-    raw = settings.get(name)
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return default
-    try:
-        value: _T = parse(name, raw) if isinstance(raw, str) else check(name, raw)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"setting {name}={raw!r} is invalid: {err}") from None
-    return value
-
-
-def _seconds_setting(settings: Mapping[str, SettingValue], name: str, default: float) -> float:
-    return _setting(settings, name, default, seconds_option(), check_seconds)
-
-
-def _count_setting(settings: Mapping[str, SettingValue], name: str, default: int) -> int:
-    def check(name: str, value: object) -> int:
-        # A whole float (1000.0, say from a config parser) counts as that int.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        return check_int(name, value, minimum=1)
-
-    return _setting(settings, name, default, int_option(minimum=1), check)
