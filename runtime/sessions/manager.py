@@ -176,10 +176,7 @@ class SessionManager:
         sid = check_id(session_id)
         now = self._clock()
 
-        def renew(current: Any) -> SessionRecord:
-            return self._check_live(current, sid, now, renewing=True).renewed(now)
-
-        record = await self._modify(sid, now, renew, renewing=True)
+        record = await self._modify(sid, now, lambda live: live.renewed(now), renewing=True)
         return record.to_session(self._clock)
 
     async def heartbeat(self, session_id: str) -> Session:
@@ -192,10 +189,8 @@ class SessionManager:
         sid = check_id(session_id)
         now = self._clock()
 
-        def beat(current: Any) -> SessionRecord:
-            return self._check_live(current, sid, now).beat(now)
-
-        return (await self._modify(sid, now, beat)).to_session(self._clock)
+        record = await self._modify(sid, now, lambda live: live.beat(now))
+        return record.to_session(self._clock)
 
     async def end(self, session_id: str) -> bool:
         """Remove the session and its messages; False if there was no such session.
@@ -403,10 +398,9 @@ class SessionManager:
     ) -> Message:
         now = self._clock()
 
-        def allocate(current: Any) -> SessionRecord:
-            return self._check_live(current, sid, now).with_message(now, renews=activity_renews)
-
-        record = await self._modify(sid, now, allocate)
+        record = await self._modify(
+            sid, now, lambda live: live.with_message(now, renews=activity_renews)
+        )
         created_at = record.last_message_at
         if created_at is None:  # with_message() sets it: only a foreign writer could clear it
             raise SessionRecordError(f"session record {sid!r} lost the time of its last message")
@@ -429,22 +423,38 @@ class SessionManager:
         self,
         sid: str,
         now: float,
-        fn: Callable[[Any], SessionRecord],
+        change: Callable[[SessionRecord], SessionRecord],
         *,
         renewing: bool = False,
     ) -> SessionRecord:
-        """Atomically apply *fn* to the live record of *sid*; return the new record."""
-        # The record's TTL is needed before fn runs: read it first, and use an
-        # upper bound of the new expiry that does not depend on fields a
-        # concurrent writer could change.
-        record = await self._load(sid, now, renewing=renewing)
-        ttl = max(record.expiry_bound(now) - now, 0.0) + self._config.grace_seconds
-        stored = await self._store.update(session_key(sid), lambda c: fn(c).to_dict(), ttl=ttl)
-        return SessionRecord.from_dict(stored)
+        """Atomically apply *change* to the live record of *sid*; return the new record.
 
-    async def _load(self, sid: str, now: float, *, renewing: bool = False) -> SessionRecord:
-        current = await self._store.get(session_key(sid))
-        return self._check_live(current, sid, now, renewing=renewing)
+        Raises what :meth:`_check_live` raises, before or during the update.
+        """
+        # The record's TTL is needed before the update runs: read it first, and
+        # use an upper bound of the new expiry that does not depend on fields a
+        # concurrent writer could change.
+        stored = await self._store.get(session_key(sid))
+        record = self._check_live(stored, sid, now, renewing=renewing)
+        ttl = max(record.expiry_bound(now) - now, 0.0) + self._config.grace_seconds
+        changed: SessionRecord | None = None
+
+        def apply(current: Any) -> dict[str, Any]:
+            nonlocal changed
+            # Unchanged since the read above (the usual case): already decoded and checked.
+            live = record
+            if current != stored:
+                live = self._check_live(current, sid, now, renewing=renewing)
+            changed = change(live)
+            return changed.to_dict()
+
+        result = await self._store.update(session_key(sid), apply, ttl=ttl)
+        # update() stores and returns what its function returned last: `changed`,
+        # so decoding the result again is only for a store that did not call it.
+        return changed if changed is not None else SessionRecord.from_dict(result)
+
+    async def _load(self, sid: str, now: float) -> SessionRecord:
+        return self._check_live(await self._store.get(session_key(sid)), sid, now)
 
     @staticmethod
     def _check_live(current: Any, sid: str, now: float, *, renewing: bool = False) -> SessionRecord:

@@ -285,94 +285,87 @@ class SessionRecord:
                 f"session record {data.get('id')!r} has format version {version!r};"
                 f" this version reads {sorted(_DECODERS)} (was it written by a newer one?)"
             )
-        return decode(_Fields(data))
+        return decode(data)
 
 
-class _Fields:
-    """Typed access to the fields of a stored record; a bad field is a SessionRecordError."""
+# Exact types, as JSON decoding gives them (so a bool is not taken for a number).
+_NUMBER: Final = (int, float)
+_OPTIONAL_NUMBER: Final = (int, float, type(None))
+_Schema = tuple[tuple[str, tuple[type, ...]], ...]
+_V1: Final[_Schema] = (
+    ("id", (str,)),
+    ("agent_id", (str,)),
+    ("user_id", (str,)),
+    ("metadata", (dict,)),
+    ("created_at", _NUMBER),
+    ("last_activity", _NUMBER),
+    ("renewed_at", _NUMBER),
+    ("timeout", (dict,)),
+    ("renewal_count", (int,)),
+    ("message_count", (int,)),
+    ("first_message_at", _OPTIONAL_NUMBER),
+    ("last_message_at", _OPTIONAL_NUMBER),
+    ("state", (str,)),
+    ("expires_at", _NUMBER),
+)
+_V1_TIMEOUT: Final[_Schema] = (
+    ("timeout_minutes", _NUMBER),
+    ("auto_renew", (bool,)),
+    ("max_duration_minutes", _NUMBER),
+    ("warning_threshold_minutes", _NUMBER),
+)
+_MISSING: Final = object()
 
-    __slots__ = ("data",)
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-
-    def _get(self, name: str, data: Mapping[str, Any] | None = None) -> Any:
-        source = self.data if data is None else data
-        try:
-            return source[name]
-        except KeyError:
-            raise self._bad(name, "is missing") from None
-
-    def _bad(self, name: str, problem: str) -> SessionRecordError:
-        return SessionRecordError(
-            f"session record {self.data.get('id')!r}: field {name!r} {problem};"
+def _check_fields(data: Mapping[str, Any], schema: _Schema, record: Mapping[str, Any]) -> None:
+    """Raise SessionRecordError naming the first field of *data* that *schema* refuses."""
+    for name, kinds in schema:
+        value = data.get(name, _MISSING)
+        if type(value) in kinds:
+            continue
+        field = name if data is record else f"timeout.{name}"
+        if value is _MISSING:
+            problem = "is missing"
+        else:
+            wanted = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+            problem = f"is a {type(value).__name__}, not {wanted}"
+        raise SessionRecordError(
+            f"session record {record.get('id')!r}: field {field!r} {problem};"
             " is another program writing to the sessions store?"
         )
 
-    def text(self, name: str) -> str:
-        value = self._get(name)
-        if not isinstance(value, str):
-            raise self._bad(name, f"is a {type(value).__name__}, not a str")
-        return value
 
-    def number(self, name: str, data: Mapping[str, Any] | None = None) -> float:
-        value = self._get(name, data)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._bad(name, f"is a {type(value).__name__}, not a number")
-        return value
-
-    def optional_number(self, name: str) -> float | None:
-        return None if self._get(name) is None else self.number(name)
-
-    def count(self, name: str) -> int:
-        value = self._get(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._bad(name, f"is a {type(value).__name__}, not an int")
-        return value
-
-    def flag(self, name: str, data: Mapping[str, Any]) -> bool:
-        value = self._get(name, data)
-        if not isinstance(value, bool):
-            raise self._bad(name, f"is a {type(value).__name__}, not a bool")
-        return value
-
-    def mapping(self, name: str) -> dict[str, Any]:
-        value = self._get(name)
-        if not isinstance(value, dict):
-            raise self._bad(name, f"is a {type(value).__name__}, not an object")
-        return value
-
-    def state(self) -> RecordState:
-        value = self._get("state")
-        state = _STATES.get(value) if isinstance(value, str) else None
-        if state is None:
-            raise self._bad("state", f"is {value!r}, not one of {sorted(map(str, _STATES))}")
-        return state
-
-
-def _decode_v1(fields: _Fields) -> SessionRecord:
-    timeout = fields.mapping("timeout")
+def _decode_v1(data: Mapping[str, Any]) -> SessionRecord:
+    _check_fields(data, _V1, data)
+    timeout = data["timeout"]
+    _check_fields(timeout, _V1_TIMEOUT, data)
+    state = _STATES.get(data["state"])
+    if state is None:
+        raise SessionRecordError(
+            f"session record {data['id']!r}: field 'state' is {data['state']!r},"
+            f" not one of {sorted(map(str, _STATES))}"
+        )
     return SessionRecord(
-        id=fields.text("id"),
-        agent_id=fields.text("agent_id"),
-        user_id=fields.text("user_id"),
-        metadata=fields.mapping("metadata"),
-        created_at=fields.number("created_at"),
-        last_activity=fields.number("last_activity"),
-        renewed_at=fields.number("renewed_at"),
+        id=data["id"],
+        agent_id=data["agent_id"],
+        user_id=data["user_id"],
+        metadata=data["metadata"],
+        created_at=data["created_at"],
+        last_activity=data["last_activity"],
+        renewed_at=data["renewed_at"],
         timeout=StoredTimeout(
-            timeout_minutes=fields.number("timeout_minutes", timeout),
-            auto_renew=fields.flag("auto_renew", timeout),
-            max_duration_minutes=fields.number("max_duration_minutes", timeout),
-            warning_threshold_minutes=fields.number("warning_threshold_minutes", timeout),
+            timeout_minutes=timeout["timeout_minutes"],
+            auto_renew=timeout["auto_renew"],
+            max_duration_minutes=timeout["max_duration_minutes"],
+            warning_threshold_minutes=timeout["warning_threshold_minutes"],
         ),
-        renewal_count=fields.count("renewal_count"),
-        message_count=fields.count("message_count"),
-        first_message_at=fields.optional_number("first_message_at"),
-        last_message_at=fields.optional_number("last_message_at"),
-        state=fields.state(),
-        expires_at=fields.number("expires_at"),
+        renewal_count=data["renewal_count"],
+        message_count=data["message_count"],
+        first_message_at=data["first_message_at"],
+        last_message_at=data["last_message_at"],
+        state=state,
+        expires_at=data["expires_at"],
     )
 
 
-_DECODERS: Final[dict[int, Callable[[_Fields], SessionRecord]]] = {1: _decode_v1}
+_DECODERS: Final[dict[int, Callable[[Mapping[str, Any]], SessionRecord]]] = {1: _decode_v1}
