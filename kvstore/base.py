@@ -116,7 +116,7 @@ class BaseStore(ABC):
     async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
         """Store *value* under *key* with *ttl* seconds (``None``: the default TTL)."""
         self._check_open()
-        check_key(key)
+        key = check_key(key)
         seconds = self._resolve_ttl(ttl)
         await self._set(key, self._encode(value), seconds)
 
@@ -170,7 +170,7 @@ class BaseStore(ABC):
     async def add(self, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Store *value* only if *key* has no live value; True if it was stored."""
         self._check_open()
-        check_key(key)
+        key = check_key(key)
         seconds = self._resolve_ttl(ttl)
         return await self._add(key, self._encode(value), seconds)
 
@@ -193,7 +193,7 @@ class BaseStore(ABC):
         1
         """
         self._check_open()
-        check_key(key)
+        key = check_key(key)
         if not callable(fn):
             raise TypeError(f"update() needs a callable, not {type(fn).__name__}")
         seconds = self._resolve_ttl(ttl)
@@ -216,7 +216,7 @@ class BaseStore(ABC):
     async def expire(self, key: str, ttl: float) -> bool:
         """Set a new TTL on a live *key*; False if it is missing."""
         self._check_open()
-        check_key(key)
+        key = check_key(key)
         return await self._expire(key, check_ttl(ttl))
 
     async def clear(self) -> None:

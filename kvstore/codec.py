@@ -50,23 +50,53 @@ class Codec(Protocol):
         ...
 
 
-def _find_non_finite(value: Any) -> bool:
-    """True if *value* contains a NaN or infinite float anywhere."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_find_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_find_non_finite(v) for v in value)
-    return False
+# With these options orjson refuses, instead of converting, datetime/date/time,
+# dataclasses and subclasses of builtins; the walk below refuses the rest
+# (Enum members, UUID, NaN and infinities), which orjson converts or writes
+# as null whatever the options.
+_STRICT: Final = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+# Exact types only: an IntEnum is an int and a StrEnum a str, but they would not
+# come back as what was stored.
+_PLAIN_SCALARS: Final = frozenset({str, int, bool, type(None)})
+_ALLOWED: Final = (
+    "allowed: dict with str keys, list, tuple (stored as a list), str, int within 64 bits,"
+    " finite float, bool, None"
+)
+
+
+def _disallowed(item: Any) -> str | None:
+    """Describe the first part of *item* the codec refuses, or None if every part is allowed."""
+    kind = type(item)
+    if kind is dict:
+        for key, child in item.items():
+            if type(key) is not str:
+                return f"a dict key of type {type(key).__name__}"
+            if type(child) not in _PLAIN_SCALARS and (found := _disallowed(child)):
+                return found
+        return None
+    if kind is list or kind is tuple:
+        for child in item:
+            if type(child) not in _PLAIN_SCALARS and (found := _disallowed(child)):
+                return found
+        return None
+    if kind is float:
+        return None if math.isfinite(item) else "a NaN or infinite float"
+    return None if kind in _PLAIN_SCALARS else f"a value of type {kind.__name__}"
 
 
 class JSONCodec:
     """The default codec: compact UTF-8 JSON via orjson.
 
-    Accepts dict (string keys), list, tuple (decoded as list), str, int within
-    the 64-bit range, finite float, bool and None. Anything else, including NaN
-    and infinities, raises :class:`~kvstore.SerializationError`.
+    Accepts exactly dict (with str keys), list, tuple (decoded as a list), str,
+    int within the 64-bit range, finite float, bool and None, nested. Anything
+    else raises :class:`~kvstore.SerializationError`, subclasses of those types
+    included (``IntEnum``, ``StrEnum``, ``OrderedDict``), as do datetime, UUID,
+    Decimal, bytes, set, dataclasses, NaN and infinities: a value always comes
+    back as what was stored, never silently converted.
 
     >>> JSONCodec().decode(JSONCodec().encode({"a": [1, 2.5, None]}))
     {'a': [1, 2.5, None]}
@@ -76,18 +106,13 @@ class JSONCodec:
 
     def encode(self, value: Any) -> bytes:
         """Encode *value* as JSON bytes."""
+        if type(value) not in _PLAIN_SCALARS and (found := _disallowed(value)):
+            raise SerializationError(f"cannot store {found} ({_ALLOWED})")
         try:
-            data = orjson.dumps(value)
+            return orjson.dumps(value, option=_STRICT)
         except TypeError as err:  # orjson.JSONEncodeError subclasses TypeError
-            raise SerializationError(
-                f"value of type {type(value).__name__} is not JSON-serialisable: {err}"
-                " (allowed: dict with str keys, list, str, int, float, bool, None)"
-            ) from err
-        # orjson writes NaN and infinities as null instead of failing; only a
-        # payload that contains "null" can hide one, so the walk is rare.
-        if b"null" in data and _find_non_finite(value):
-            raise SerializationError("NaN and infinite floats are not valid JSON values")
-        return data
+            # What the walk lets through and orjson refuses: ints beyond 64 bits.
+            raise SerializationError(f"cannot store this value: {err} ({_ALLOWED})") from err
 
     def decode(self, data: bytes) -> Any:
         """Decode JSON bytes."""
@@ -98,9 +123,15 @@ class JSONCodec:
 
 
 def check_key(key: object) -> str:
-    """Return *key* if it is a valid key, else raise :class:`InvalidKeyError`."""
+    """Return *key* as a plain ``str`` if it is a valid key, else raise :class:`InvalidKeyError`.
+
+    A ``str`` subclass (a ``StrEnum`` member, say) is accepted as the plain
+    string it holds, so every method of every backend treats it alike.
+    """
     if type(key) is not str:
-        raise InvalidKeyError(f"key must be a str, not {type(key).__name__}")
+        if not isinstance(key, str):
+            raise InvalidKeyError(f"key must be a str, not {type(key).__name__}")
+        key = str.__str__(key)
     if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key or not is_utf8(key):
         if not key:
             raise InvalidKeyError("key must not be empty")

@@ -19,7 +19,12 @@ TTL tests call ``ContractBackend.advance``: pass a :class:`ManualClock`'s
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import math
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +118,58 @@ JSON_VALUES: list[Any] = [
 
 BAD_KEYS: list[Any] = [None, 1, b"bytes", "", "x" * 1025, "nul\x00key", ("t",)]
 BAD_TTLS: list[Any] = [0, -1, -0.5, math.nan, math.inf, -math.inf, True, False, "10", [1]]
-BAD_VALUES: list[Any] = [{1, 2}, b"bytes", object(), math.nan, [math.inf], {1: "int key"}, 2**64]
+
+
+class _Colour(enum.Enum):
+    RED = 1
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+class _Name(enum.StrEnum):
+    ALICE = "alice"
+
+
+class _Key(enum.StrEnum):
+    USER = "user:1"
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+class _Dict(dict[str, Any]):
+    pass
+
+
+BAD_VALUES: list[Any] = [
+    {1, 2},
+    frozenset({1}),
+    b"bytes",
+    bytearray(b"x"),
+    object(),
+    math.nan,
+    [math.inf],
+    {1: "int key"},
+    2**64,
+    -(2**63) - 1,
+    datetime.datetime(2026, 1, 1, 12, 0),
+    datetime.date(2026, 1, 1),
+    datetime.time(12, 0),
+    uuid.UUID(int=1),
+    decimal.Decimal("1.5"),
+    _Colour.RED,
+    _Level.LOW,
+    _Name.ALICE,
+    _Point(1),
+    _Dict(a=1),
+    {"nested": [{"deep": uuid.UUID(int=2)}]},
+    [datetime.datetime(2026, 1, 1)],
+    {"level": _Level.LOW},
+]
 
 
 class KVStoreContract:
@@ -517,6 +573,31 @@ class KVStoreContract:
                 await call()
             assert isinstance(info.value, TypeError)
         assert await _snapshot(store) == {"keep": 1}
+
+    async def test_values_come_back_exactly(self, store: KVStore) -> None:
+        value = {"a": [1, -(2**63), 2**64 - 1, 2.5, -0.0, True, None, "é"], "b": ("t", 1)}
+        await store.set("k", value)
+        assert await store.get("k") == {
+            "a": [1, -(2**63), 2**64 - 1, 2.5, -0.0, True, None, "é"],
+            "b": ["t", 1],
+        }
+
+    async def test_str_subclass_keys_act_as_plain_strings(self, store: KVStore) -> None:
+        absent = _Name.ALICE
+        assert await store.get(absent, "none") == "none"
+        assert await store.get_many([absent]) == {}
+        assert await store.delete(absent) is False
+        await store.set(_Key.USER, 1)
+        assert await store.get("user:1") == 1
+        assert await store.get(_Key.USER) == 1
+        assert await store.get_many([_Key.USER]) == {"user:1": 1}
+        assert await store.add(_Key.USER, 2) is False
+        assert await store.update(_Key.USER, _bump) == 2
+        assert await store.expire(_Key.USER, 100) is True
+        assert await store.ttl(_Key.USER) is not None
+        keys = [key async for key, _ in store.entries()]
+        assert keys == ["user:1"] and type(keys[0]) is str
+        assert await store.delete_many([_Key.USER]) == 1
 
     async def test_value_too_large(self, store: KVStore, kv_backend: ContractBackend) -> None:
         await store.set("keep", 1)

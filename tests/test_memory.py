@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from kvstore import MemoryStore, SerializationError, ValueTooLargeError, open_service, open_store
+from kvstore.backends.memory import RECLAIM_BATCH
 from kvstore.errors import ConfigError
 from kvstore.testing import ManualClock
 
@@ -39,6 +42,26 @@ async def test_expired_entries_are_reclaimed_without_reads() -> None:
     clock.advance_by(10)
     await store.set("trigger", 1)  # writes reclaim what has expired
     assert len(store) == 2
+
+
+async def test_a_mass_expiry_is_reclaimed_in_bounded_batches() -> None:
+    clock = ManualClock()
+    store = MemoryStore(clock=clock)
+    count = 5 * RECLAIM_BATCH + 7
+    await store.set_many({f"k{i}": i for i in range(count)}, ttl=5)
+    clock.advance_by(10)
+    # Every expired key is invisible at once (a read drops what it touches)...
+    assert await store.get("k0") is None
+    assert await store.ttl(f"k{count - 1}") is None
+    # ...and each write reclaims at most one batch, until none is left.
+    sizes = [len(store)]
+    assert sizes[0] == count - 2
+    while len(store) > 1:
+        await store.set("trigger", 1)
+        sizes.append(len(store))
+    drops = [before - after for before, after in itertools.pairwise(sizes)]
+    assert max(drops) <= RECLAIM_BATCH
+    assert len(drops) >= count // RECLAIM_BATCH
 
 
 async def test_rewrites_do_not_grow_the_expiry_heap_without_bound() -> None:

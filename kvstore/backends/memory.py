@@ -22,6 +22,9 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 # The longest JSON encoding of one character is a 6-byte "\uXXXX" escape.
 _MAX_BYTES_PER_CHAR: Final = 6
 
+RECLAIM_BATCH: Final = 512
+"""Most expired entries one call reclaims (expired keys are invisible at once regardless)."""
+
 _Entry = tuple[Any, float | None]  # (stored value, absolute expiry on the clock or None)
 
 
@@ -116,7 +119,7 @@ class MemoryStore(BaseStore):
         """Store *value* under *key* with *ttl* seconds (``None``: the default TTL)."""
         if self._closed:
             self._check_open()
-        check_key(key)
+        key = check_key(key)
         seconds = self._default_ttl if ttl is None else check_ttl(ttl)
         self._put(key, self._encode(value), seconds)
 
@@ -155,7 +158,9 @@ class MemoryStore(BaseStore):
         data = self._codec.encode(value)
         if len(data) > self._max_value_bytes:
             raise self._too_large(len(data))
-        return data
+        # orjson's bytes keep the allocation of its output buffer (about 4 KB
+        # of RSS each, whatever the length); a kept copy is sized exactly.
+        return bytes(memoryview(data))
 
     def _decode(self, stored: Any) -> Any:
         return self._codec.decode(stored) if type(stored) is bytes else stored
@@ -199,10 +204,17 @@ class MemoryStore(BaseStore):
             heapq.heapify(self._expiries)
 
     def _reclaim(self) -> None:
-        """Drop expired entries in expiry order; O(expired) amortised."""
+        """Drop up to :data:`RECLAIM_BATCH` expired entries, in expiry order.
+
+        Bounded so that no call pays for a mass expiry at once (a million keys
+        expiring together would otherwise stall the event loop for seconds):
+        every write reclaims one batch, so reclaiming keeps ahead of writing.
+        """
         heap = self._expiries
         now = self._clock()
-        while heap and heap[0][0] <= now:
+        for _ in range(RECLAIM_BATCH):
+            if not heap or heap[0][0] > now:
+                return
             expires_at, key = heapq.heappop(heap)
             entry = self._data.get(key)
             # A key rewritten since has a newer deadline: its heap item is stale.
@@ -215,8 +227,12 @@ class MemoryStore(BaseStore):
         """Stored value of *key* if live, else MISSING; marks it recently used.
 
         Only validated keys are ever stored, so a hit proves *key* valid and
-        only a miss pays for :func:`check_key` (which raises on a bad key).
+        only a miss pays for :func:`check_key` (which raises on a bad key). A
+        ``str`` subclass is looked up as the plain string it holds, as it is
+        stored, whatever its own ``__eq__`` and ``__hash__`` say.
         """
+        if type(key) is not str:
+            key = check_key(key)
         try:
             entry = self._data.get(key)
         except TypeError:  # unhashable: certainly not a valid key
