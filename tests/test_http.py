@@ -898,3 +898,48 @@ def test_serve_rejects_bad_arguments(argv: list[str], capsys: pytest.CaptureFixt
         build_parser().parse_args(argv)
     assert exit_info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def nested_metadata(depth: int) -> dict[str, Any]:
+    """A metadata object *depth* levels deep (the object itself is level 1)."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [33, 252, 253, 254])
+async def test_deep_metadata_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, depth: int
+) -> None:
+    session = await create(client)
+    sid = session["sessionId"]
+    deep = nested_metadata(depth)
+    refused = await client.post(
+        API_PREFIX, json={"agentId": AGENT, "userId": "u", "metadata": deep}
+    )
+    assert error_of(refused, 400)["code"] == "VALIDATION_ERROR"
+    sent = await client.post(
+        f"{API_PREFIX}/{sid}/messages", json={"content": "hi", "metadata": deep}
+    )
+    assert error_of(sent, 400)["code"] == "VALIDATION_ERROR"
+    # Nothing changed: one session, no message, and the list still answers.
+    listed = await client.get(API_PREFIX)
+    assert listed.status_code == 200
+    assert [s["sessionId"] for s in listed.json()["sessions"]] == [sid]
+    history = await client.get(f"{API_PREFIX}/{sid}/messages")
+    assert history.status_code == 200 and history.json()["messages"] == []
+    info = (await client.get(f"{API_PREFIX}/{sid}")).json()
+    assert info.get("messageCount", 0) == 0
+
+
+async def test_metadata_at_the_depth_limit_is_kept(client: httpx.AsyncClient) -> None:
+    deep = nested_metadata(32)
+    session = await create(client, metadata=deep)
+    sid = session["sessionId"]
+    sent = await client.post(
+        f"{API_PREFIX}/{sid}/messages", json={"content": "hi", "metadata": deep}
+    )
+    assert sent.status_code == 201, sent.text
+    assert (await client.get(API_PREFIX)).status_code == 200
+    assert (await client.get(f"{API_PREFIX}/{sid}/messages")).status_code == 200
