@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "APIError",
@@ -148,7 +149,7 @@ class ProviderError(RuntimeError):
 
 
 class APIError(Exception):
-    """Raised by the HTTP layer to answer ``{"error": {"code", "message"}}`` with a status.
+    """Raised by the HTTP layer to answer a JSON error (``code``, ``message``, ``details``?).
 
     Endpoints raise it for what they detect themselves (a malformed body, an
     unknown agent); the other errors above are translated to it at the edge.
@@ -158,10 +159,17 @@ class APIError(Exception):
     """
 
     def __init__(
-        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.details = None if details is None else dict(details)

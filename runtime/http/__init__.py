@@ -51,7 +51,7 @@ from .app import DEFAULT_MAX_BODY_BYTES, create_app
 from .context import API_PREFIX
 from .ops import HEALTH_STORE, backend_name
 from .parsing import read_json_object
-from .wire import cursor_after, cursor_before, message_json, session_json, to_ms
+from .wire import cursor_after, cursor_before, history_json, iso, ms, session_json
 
 __all__ = [
     "API_PREFIX",
@@ -62,8 +62,9 @@ __all__ = [
     "create_app",
     "cursor_after",
     "cursor_before",
-    "message_json",
+    "history_json",
+    "iso",
+    "ms",
     "read_json_object",
     "session_json",
-    "to_ms",
 ]

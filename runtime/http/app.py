@@ -23,6 +23,7 @@ from .context import Endpoint, RouteTable, ServedAgent
 from .cors import cors_middleware
 from .errors import guarded, http_exception
 from .headers import SecurityHeadersMiddleware
+from .limits import SessionLimits
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
 from .sessions import SessionRoutes
 
@@ -43,6 +44,7 @@ def create_app(
     sweep: bool = True,
     api_key: str | None = None,
     cors_origins: tuple[str, ...] | None = None,
+    session_limits: SessionLimits | None = None,
 ) -> Starlette:
     """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
 
@@ -65,6 +67,8 @@ def create_app(
             serve`` takes it from ``ELIZA_SERVER_AUTH_TOKEN``.
         cors_origins: browser origins allowed to call the API; None allows
             every origin, as ElizaOS does (``serve`` reads ``CORS_ORIGIN``).
+        session_limits: the ``SESSION_*`` bounds timeout input is clamped to
+            (ElizaOS's defaults when None; ``serve`` reads the environment).
 
     Raises:
         TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
@@ -78,7 +82,11 @@ def create_app(
     check_seconds("health_timeout", health_timeout)
     if api_key is not None and (not isinstance(api_key, str) or not api_key):
         raise ValueError("api_key must be a non-empty str, or None for no authentication")
-    served = ServedAgent(AgentRuntime() if runtime is None else runtime, sessions)
+    served = ServedAgent(
+        AgentRuntime() if runtime is None else runtime,
+        sessions,
+        SessionLimits() if session_limits is None else session_limits,
+    )
     ops = OpsRoutes(served, health_timeout=health_timeout)
     # Ops first: its /api/messaging/sessions/health must win over the
     # session routes' /api/messaging/sessions/{session_id}.

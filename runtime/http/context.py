@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 from starlette.requests import Request
@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from ..agent import AgentRuntime
 from ..sessions import SessionManager
+from .limits import SessionLimits
 
 __all__ = ["API_PREFIX", "Endpoint", "RouteTable", "ServedAgent"]
 
@@ -32,10 +33,12 @@ class ServedAgent:
         runtime: the agent.
         manager: a session manager to serve instead of ``runtime.sessions``
             (one built with a test clock or an ``on_expired`` hook, say).
+        limits: the ``SESSION_*`` bounds HTTP timeout input is clamped to.
     """
 
     runtime: AgentRuntime
     manager: SessionManager | None = None
+    limits: SessionLimits = field(default_factory=SessionLimits)
 
     @property
     def sessions(self) -> SessionManager:

@@ -1,9 +1,11 @@
 """Error answers: the JSON error body and which exception gets which status.
 
-Every error is ``{"error": {"code", "message"}}`` with ElizaOS's codes
+Every error is ``{"error": {"code", "message", "timestamp", "details"?}}``
+as ElizaOS's Sessions router sends it, with its codes and messages
 (``SESSION_NOT_FOUND`` 404, ``SESSION_EXPIRED`` 410, ``VALIDATION_ERROR`` 400,
-...), plus 413 ``PAYLOAD_TOO_LARGE`` and 503 ``SERVICE_UNAVAILABLE`` (with
-``Retry-After``) when the key-value backend cannot be reached. Anything
+...) but never its ``stack`` (a deliberate difference), plus 413
+``PAYLOAD_TOO_LARGE`` and 503 ``SERVICE_UNAVAILABLE`` (with ``Retry-After``)
+when the key-value backend cannot be reached. Anything
 unexpected is logged and answered 500 without its details: never a stack trace.
 """
 
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Final, cast
+from collections.abc import Mapping
+from typing import Any, Final, cast
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,10 +28,9 @@ from ..errors import (
     RuntimeStateError,
     SessionExpiredError,
     SessionNotFoundError,
-    SessionRenewalError,
 )
 from .context import Endpoint
-from .wire import JSONResponse
+from .wire import JSONResponse, iso, now_iso
 
 __all__ = [
     "APIError",
@@ -44,12 +46,10 @@ logger = logging.getLogger(__name__)
 
 _RETRY_AFTER_SECONDS: Final = "1"
 
-# First match wins: SessionRenewalError is a SessionExpiredError, and ElizaOS
-# answers a refused renewal with 400, not 410.
+# A session past its maximum duration has expired: ElizaOS answers 410 (its
+# SESSION_RENEWAL_FAILED is unreachable over HTTP), so SessionRenewalError,
+# a SessionExpiredError, needs no entry of its own.
 _SESSION_ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
-    (SessionNotFoundError, 404, "SESSION_NOT_FOUND"),
-    (SessionRenewalError, 400, "SESSION_RENEWAL_FAILED"),
-    (SessionExpiredError, 410, "SESSION_EXPIRED"),
     (InvalidSessionInputError, 400, "VALIDATION_ERROR"),
 )
 
@@ -64,9 +64,9 @@ _HTTP_CODES: Final = {
 }
 
 
-def invalid(message: str) -> APIError:
-    """A 400 ``VALIDATION_ERROR``."""
-    return APIError(400, "VALIDATION_ERROR", message)
+def invalid(message: str, *, details: Mapping[str, Any] | None = None) -> APIError:
+    """A 400 ``VALIDATION_ERROR``, with ElizaOS's ``details`` where it sends them."""
+    return APIError(400, "VALIDATION_ERROR", message, details=details)
 
 
 def too_large(limit: int) -> APIError:
@@ -80,6 +80,14 @@ def as_api_error(err: Exception) -> APIError:
     """The HTTP answer for *err*; anything unexpected becomes a logged 500."""
     if isinstance(err, APIError):
         return err
+    if isinstance(err, SessionNotFoundError):
+        return APIError(404, "SESSION_NOT_FOUND", f"Session with ID '{err.session_id}' not found")
+    if isinstance(err, SessionExpiredError):
+        return APIError(
+            410,
+            "SESSION_EXPIRED",
+            f"Session '{err.session_id}' expired at {iso(err.expired_at)}",
+        )
     for kind, status, code in _SESSION_ERRORS:
         if isinstance(err, kind):
             return APIError(status, code, str(err))
@@ -98,8 +106,11 @@ def as_api_error(err: Exception) -> APIError:
 
 def error_response(error: APIError) -> Response:
     """*error* as its JSON response."""
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "timestamp": now_iso()}
+    if error.details is not None:
+        body["details"] = error.details
     return JSONResponse(
-        {"error": {"code": error.code, "message": error.message}},
+        {"error": body},
         status_code=error.status,
         headers=error.headers,
     )

@@ -8,6 +8,7 @@ instead of hanging the probe.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import logging
 import time
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from ..errors import APIError, RuntimeStateError
 from ..sessions import Session
 from .context import API_PREFIX, RouteTable, ServedAgent
 from .errors import invalid
-from .wire import JSONResponse, to_ms
+from .wire import JSONResponse, now_iso
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_HEALTH_TIMEOUT", "HEALTH_STORE", "OpsRoutes", "Probe", "backend_name"]
 
 logger = logging.getLogger(__name__)
+
+try:
+    _VERSION = importlib.metadata.version("kvstore-runtime")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+    _VERSION = "unknown"
 
 DEFAULT_HEALTH_TIMEOUT: Final = 2.0
 """Seconds ``/health`` waits for the store by default."""
@@ -113,18 +119,17 @@ class OpsRoutes:
     async def health(self, request: Request) -> Response:
         """GET /health: 200 when the store answers, else 503."""
         probe = await self.probe()
-        store: dict[str, Any] = {
-            "reachable": probe.reachable,
-            "latencyMs": round(probe.latency_ms, 3),
-        }
-        if probe.error is not None:
-            store["error"] = probe.error
+        # ElizaOS's shape; the store's state joins its "dependencies".
         return JSONResponse(
             {
-                "status": "ok" if probe.reachable else "unavailable",
-                "agentId": self.served.runtime.agent_id,
-                "backend": self.backend_label(),
-                "store": store,
+                "status": "OK" if probe.reachable else "UNAVAILABLE",
+                "version": _VERSION,
+                "timestamp": now_iso(),
+                "dependencies": {
+                    "agents": "healthy",
+                    "store": "healthy" if probe.reachable else "unavailable",
+                },
+                "agentCount": 1,
             },
             status_code=200 if probe.reachable else 503,
         )
@@ -141,10 +146,8 @@ class OpsRoutes:
                 "status": "healthy" if probe.reachable else "unhealthy",
                 "activeSessions": len(active),
                 "expiringSoon": sum(1 for s in active if s.is_near_expiration),
-                "timestamp": to_ms(time.time()),
+                "timestamp": now_iso(),
                 "uptime": time.monotonic() - self.started,
-                "agentId": agent_id,
-                "backend": self.backend_label(),
             },
             status_code=200 if probe.reachable else 503,
         )

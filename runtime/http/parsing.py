@@ -8,6 +8,7 @@ it. Range checks on values (minutes > 0, ...) are the sessions layer's: its
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections.abc import Mapping
@@ -17,20 +18,28 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 
 from ..errors import APIError
+from ..sessions import SessionsConfig
 from .errors import invalid, too_large
+from .limits import SessionLimits
 
 __all__ = [
     "DEFAULT_PAGE",
+    "MAX_CONTENT_CHARS",
+    "MAX_METADATA_CHARS",
+    "check_message",
     "is_json_media_type",
     "json_type",
+    "merge_timeout",
+    "message_content",
+    "metadata_field",
     "optional_object",
     "query_cursor",
     "query_limit",
     "read_json_object",
     "require_fields",
     "send_options",
-    "string",
     "timeout_config",
+    "uuid_field",
 ]
 
 DEFAULT_PAGE: Final = 50
@@ -38,17 +47,22 @@ DEFAULT_PAGE: Final = 50
 
 # ElizaOS's transports: "http" answers with the reply, "sse" and "websocket"
 # stream it. This server always answers with the reply, so each is served as "http".
-_TRANSPORTS: Final = frozenset({"http", "sse", "websocket"})
-_LEGACY_MODES: Final = frozenset({"sync", "stream", "websocket"})
-_DIGITS: Final = re.compile(r"[0-9]{1,9}")
+_TRANSPORTS: Final = ("http", "sse", "websocket", "sync", "stream")
+_UUID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_HEX: Final = re.compile(r"0[xX][0-9a-fA-F]+")
+_LEADING_INT: Final = re.compile(r"\s*([+-]?[0-9]+)")
+_ISO_START: Final = re.compile(r"\s*[0-9]{4}-[0-9]{2}")
+_MAX_DATE_MS: Final = 8.64e15  # the JavaScript Date range
 _CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,19}")
 _NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_TIMEOUT_FIELDS: Final = {
-    "timeoutMinutes": "timeout_minutes",
-    "autoRenew": "auto_renew",
-    "maxDurationMinutes": "max_duration_minutes",
-    "warningThresholdMinutes": "warning_threshold_minutes",
-}
+
+MAX_CONTENT_CHARS: Final = 4000
+"""ElizaOS's longest message content, in characters."""
+
+MAX_METADATA_CHARS: Final = 10240
+"""ElizaOS's largest metadata, in characters of its JSON."""
 
 
 def json_type(value: object) -> str:
@@ -117,17 +131,21 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 def require_fields(body: Mapping[str, Any], *names: str) -> None:
-    """Fail unless every field in *names* is present and not null."""
-    missing = [name for name in names if body.get(name) is None]
-    if missing:
-        raise invalid(f"Missing required fields: {', '.join(missing)}")
+    """Fail unless every field in *names* is a string, naming them all as ElizaOS does."""
+    if not all(isinstance(body.get(name), str) for name in names):
+        raise invalid(
+            f"Missing required fields: {', '.join(names)}", details={"missingFields": list(names)}
+        )
 
 
-def string(body: Mapping[str, Any], name: str) -> str:
-    """Field *name* (present), which must be a string."""
-    value = body[name]
-    if not isinstance(value, str):
-        raise invalid(f"'{name}' must be a string, not {json_type(value)}")
+def uuid_field(body: Mapping[str, Any], name: str) -> str:
+    """Field *name* (a string), which must have the UUID form (any version, any case)."""
+    value = str(body[name])
+    if not _UUID.fullmatch(value):
+        raise invalid(
+            f"Invalid UUID format for field '{name}'",
+            details={"providedValue": value, "expectedFormat": "UUID v4"},
+        )
     return value
 
 
@@ -141,57 +159,156 @@ def optional_object(body: Mapping[str, Any], name: str) -> dict[str, Any] | None
     return value
 
 
-def timeout_config(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``timeoutConfig`` as ``SessionManager.create(timeout=...)`` takes it."""
-    raw = optional_object(body, "timeoutConfig")
-    if raw is None:
-        return None
-    unknown = sorted(set(raw) - set(_TIMEOUT_FIELDS))
-    if unknown:
-        raise invalid(
-            f"unknown timeoutConfig field(s) {unknown}; allowed: {sorted(_TIMEOUT_FIELDS)}"
+def metadata_field(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``metadata``: an object of at most :data:`MAX_METADATA_CHARS` JSON characters."""
+    metadata = optional_object(body, "metadata")
+    if metadata is not None and len(orjson.dumps(metadata).decode()) > MAX_METADATA_CHARS:
+        reason = f"Metadata exceeds maximum size of {MAX_METADATA_CHARS} bytes"
+        raise invalid(f"Invalid metadata: {reason}", details={"reason": reason})
+    return metadata
+
+
+def message_content(body: Mapping[str, Any]) -> str:
+    """A send body's ``content``: a string (checked before the session is looked up)."""
+    content = body.get("content")
+    if not isinstance(content, str):
+        raise _content_error("Invalid message request format")
+    return content
+
+
+def check_message(content: str) -> None:
+    """A send's *content* is non-empty and at most :data:`MAX_CONTENT_CHARS` characters."""
+    if not content.strip():
+        raise _content_error("Content cannot be empty")
+    # ElizaOS counts UTF-16 code units (JavaScript's String.length).
+    if len(content.encode("utf-16-le")) // 2 > MAX_CONTENT_CHARS:
+        raise _content_error(f"Content exceeds maximum length of {MAX_CONTENT_CHARS} characters")
+
+
+def _content_error(reason: str) -> APIError:
+    return invalid(f"Invalid content: {reason}", details={"reason": reason})
+
+
+def _number(value: object) -> float:
+    """JavaScript's ``Number(value)`` for JSON values (NaN when it has none)."""
+    if value is None or value is False:
+        return 0.0
+    if value is True:
+        return 1.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return 0.0
+        if _HEX.fullmatch(text):
+            return float(int(text, 16))
+        if _NUMBER.fullmatch(text):
+            return float(text)
+    return math.nan
+
+
+def timeout_config(
+    body: Mapping[str, Any], defaults: SessionsConfig, limits: SessionLimits
+) -> dict[str, Any]:
+    """ElizaOS's ``mergeTimeoutConfigs`` for create: every field clamped or defaulted.
+
+    A non-object ``timeoutConfig`` is ignored, unknown keys are dropped,
+    numbers sent as strings are read as JavaScript's ``Number`` reads them.
+    """
+    raw = body.get("timeoutConfig")
+    if not isinstance(raw, dict):
+        raw = {}
+    return merge_timeout(raw, defaults, limits)
+
+
+def merge_timeout(
+    raw: Mapping[str, Any], defaults: SessionsConfig, limits: SessionLimits
+) -> dict[str, Any]:
+    """*raw* over *defaults*, clamped to *limits* (``SessionManager`` field names)."""
+    timeout = defaults.default_timeout_minutes
+    if "timeoutMinutes" in raw:
+        value = _number(raw["timeoutMinutes"])
+        timeout = limits.timeout(value) if math.isfinite(value) else limits.default_timeout
+    maximum = defaults.max_duration_minutes
+    if "maxDurationMinutes" in raw:
+        value = _number(raw["maxDurationMinutes"])
+        maximum = (
+            min(max(value, timeout), 2 * limits.max_timeout)
+            if math.isfinite(value)
+            else limits.max_duration
         )
-    config: dict[str, Any] = {}
-    for wire, name in _TIMEOUT_FIELDS.items():
-        value = raw.get(wire)
-        if value is None:
-            continue
-        wanted = "boolean" if name == "auto_renew" else "number"
-        if json_type(value) != wanted:
-            raise invalid(f"timeoutConfig.{wire} must be a {wanted}, not {json_type(value)}")
-        config[name] = value
-    return config
+    warning = defaults.warning_threshold_minutes
+    if "warningThresholdMinutes" in raw:
+        value = _number(raw["warningThresholdMinutes"])
+        warning = max(1.0, value) if math.isfinite(value) else limits.warning_threshold
+    auto_renew = raw.get("autoRenew", defaults.auto_renew)
+    return {
+        "timeout_minutes": timeout,
+        # ElizaOS stores any JSON value here; a session needs a bool.
+        "auto_renew": auto_renew if isinstance(auto_renew, bool) else bool(auto_renew),
+        "max_duration_minutes": maximum,
+        "warning_threshold_minutes": warning,
+    }
 
 
-def send_options(body: Mapping[str, Any]) -> None:
-    """Check a send-message body's ``transport`` and legacy ``mode`` (all answered as http)."""
-    for name, allowed in (("transport", _TRANSPORTS), ("mode", _LEGACY_MODES)):
-        value = body.get(name)
-        if value is not None and value not in allowed:
-            raise invalid(f"'{name}' must be one of {sorted(allowed)}, got {value!r}")
+def send_options(body: Mapping[str, Any]) -> str:
+    """A send body's transport (``transport``, else the legacy ``mode``), checked as ElizaOS does.
+
+    Every transport is answered as ``http`` until realtime lands; what is
+    returned is the name asked for.
+    """
+    value = body.get("transport", body.get("mode"))
+    if value is None:
+        return "http"
+    if not isinstance(value, str):
+        raise _content_error(
+            f'Invalid transport type "{json_type(value)}". Transport must be a string.'
+        )
+    if value not in _TRANSPORTS:
+        raise _content_error(
+            f'Invalid transport "{value}". Must be one of: {", ".join(_TRANSPORTS)}'
+        )
+    return value
 
 
 def query_limit(request: Request, maximum: int) -> int:
-    """The ``limit`` query parameter: :data:`DEFAULT_PAGE` (capped by *maximum*) when absent.
+    """The ``limit`` query parameter as ElizaOS reads it: ``parseInt``, clamped to 1..*maximum*.
 
-    Its range is the sessions layer's to check, against the same *maximum*.
+    Absent, empty or not a number: :data:`DEFAULT_PAGE`.
     """
-    raw = request.query_params.get("limit", "").strip()
-    if not raw:
+    found = _LEADING_INT.match(request.query_params.get("limit", ""))
+    if found is None:
         return min(DEFAULT_PAGE, maximum)
-    if not _DIGITS.fullmatch(raw):
-        raise invalid(f"'limit' must be an integer from 1 to {maximum}, got {raw!r}")
-    return int(raw)
+    return min(max(int(found.group(1)), 1), maximum)
 
 
-def query_cursor(request: Request, name: str) -> float | None:
-    """An epoch-milliseconds query parameter, or None when absent or empty."""
+def query_cursor(request: Request, name: str) -> int | None:
+    """A ``before``/``after`` cursor in whole epoch milliseconds, or None when absent or empty.
+
+    Epoch milliseconds are read as ElizaOS reads them (``parseInt``: a
+    fraction is truncated); an ISO 8601 time is parsed as a time (ElizaOS's
+    ``parseInt`` reads its year: a listed difference).
+    """
     raw = request.query_params.get(name, "").strip()
     if not raw:
         return None
-    value = float(raw) if _NUMBER.fullmatch(raw) else math.nan
-    if not math.isfinite(value):
-        raise invalid(
-            f"'{name}' must be a timestamp in epoch milliseconds (e.g. 1704067200000), got {raw!r}"
-        )
-    return value
+    found = _LEADING_INT.match(raw)
+    millis: float
+    if found is not None and not _ISO_START.match(raw):
+        millis = int(found.group(1))
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise _pagination(name, "Must be a valid timestamp") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        millis = math.floor(moment.timestamp() * 1000)
+    if abs(millis) > _MAX_DATE_MS:
+        raise _pagination(name, "Invalid date from timestamp")
+    return int(millis)
+
+
+def _pagination(name: str, reason: str) -> APIError:
+    return invalid(f"Invalid pagination parameter '{name}': {reason}")

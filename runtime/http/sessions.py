@@ -1,40 +1,47 @@
 """The session routes: ElizaOS's ``/api/messaging/sessions`` router.
 
-No body carries a top-level ``success`` key: ElizaOS's api-client reads one as
-its ``{success, data}`` envelope and would return ``data`` (absent).
+Bodies are the real ElizaOS 1.7.2 server's, ``success: true`` included where
+it sends one (the send answer, DELETE): its api-client then unwraps the
+absent ``data`` and resolves to ``undefined`` on both servers alike.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import APIError, SessionError, SessionNotFoundError
-from ..sessions import Session, SessionManager
+from ..errors import APIError, SessionError, SessionExpiredError, SessionNotFoundError
+from ..sessions import SessionManager
 from .context import API_PREFIX, RouteTable, ServedAgent
 from .parsing import (
-    optional_object,
+    check_message,
+    message_content,
+    metadata_field,
     query_cursor,
     query_limit,
     read_json_object,
     require_fields,
     send_options,
-    string,
     timeout_config,
+    uuid_field,
 )
 from .wire import (
     JSONResponse,
+    created_json,
     cursor_after,
     cursor_before,
-    message_json,
+    history_json,
+    ms,
+    send_json,
     session_json,
-    status_json,
-    to_ms,
 )
 
 __all__ = ["SessionRoutes"]
+
+_T = TypeVar("_T")
 
 
 class SessionRoutes:
@@ -71,10 +78,10 @@ class SessionRoutes:
         """POST /api/messaging/sessions: open a session with this server's agent."""
         body = await read_json_object(request, self.max_body_bytes)
         require_fields(body, "agentId", "userId")
-        agent_id = string(body, "agentId")
-        user_id = string(body, "userId")
-        metadata = optional_object(body, "metadata")
-        timeout = timeout_config(body)
+        agent_id = uuid_field(body, "agentId")
+        user_id = uuid_field(body, "userId")
+        metadata = metadata_field(body)
+        timeout = timeout_config(body, self.sessions.config, self.served.limits)
         if agent_id != self.served.runtime.agent_id:
             # One server serves one agent; ElizaOS answers an unknown agent the same way.
             raise APIError(404, "AGENT_NOT_FOUND", f"Agent with ID '{agent_id}' not found")
@@ -82,7 +89,7 @@ class SessionRoutes:
             agent_id=agent_id, user_id=user_id, metadata=metadata, timeout=timeout
         )
         return JSONResponse(
-            session_json(session),
+            created_json(session),
             status_code=201,
             headers={"Location": f"{API_PREFIX}/{session.id}"},
         )
@@ -91,13 +98,16 @@ class SessionRoutes:
         """GET /api/messaging/sessions: live sessions, newest first (``agentId`` filters)."""
         agent_id = request.query_params.get("agentId", "").strip() or None
         sessions = await self.sessions.list(agent_id=agent_id)
+        # The manager lists live sessions only; expired ones are gone for clients.
+        total = len(sessions)
+        stats = {"totalSessions": total, "activeSessions": total, "expiredSessions": 0}
         return JSONResponse(
-            {"sessions": [session_json(s) for s in sessions], "total": len(sessions)}
+            {"sessions": [session_json(s) for s in sessions], "total": total, "stats": stats}
         )
 
     async def get_session(self, request: Request) -> Response:
         """GET /api/messaging/sessions/{id}: the session and its status fields."""
-        session = await self.sessions.get(request.path_params["session_id"])
+        session = await self._live(self.sessions.get(request.path_params["session_id"]))
         return JSONResponse(session_json(session))
 
     async def delete_session(self, request: Request) -> Response:
@@ -105,17 +115,18 @@ class SessionRoutes:
         session_id = request.path_params["session_id"]
         if not await self.sessions.end(session_id):
             raise SessionNotFoundError(session_id)
-        # 204: ElizaOS's api-client turns it into {success: true}.
-        return Response(status_code=204)
+        return JSONResponse(
+            {"success": True, "message": f"Session {session_id} deleted successfully"}
+        )
 
     async def renew(self, request: Request) -> Response:
         """POST .../{id}/renew: extend by the timeout from now, up to the max duration."""
-        session = await self.sessions.renew(request.path_params["session_id"])
+        session = await self._live(self.sessions.renew(request.path_params["session_id"]))
         return JSONResponse(session_json(session))
 
     async def heartbeat(self, request: Request) -> Response:
         """POST .../{id}/heartbeat: record activity (renews with auto-renew)."""
-        session = await self.sessions.heartbeat(request.path_params["session_id"])
+        session = await self._live(self.sessions.heartbeat(request.path_params["session_id"]))
         return JSONResponse(session_json(session))
 
     # -- messages -------------------------------------------------------------------------------
@@ -124,25 +135,22 @@ class SessionRoutes:
         """POST .../{id}/messages: store the user message, answer with the agent's reply."""
         session_id = request.path_params["session_id"]
         body = await read_json_object(request, self.max_body_bytes)
-        require_fields(body, "content")
-        content = string(body, "content")
-        metadata = optional_object(body, "metadata")
+        # ElizaOS's order: transport, content type, the session, then content and metadata.
         send_options(body)
-        exchange = await self.sessions.exchange(session_id, content, metadata=metadata)
-        session: Session | None
+        content = message_content(body)
+        before = await self._live(self.sessions.get(session_id))
+        check_message(content)
+        metadata = metadata_field(body)
+        exchange = await self._live(self.sessions.exchange(session_id, content, metadata=metadata))
         try:
             session = await self.sessions.get(session_id)
         except SessionError:
             # Ended or expired in the instant after this exchange: both
-            # messages are stored, there is just no status to report.
-            session = None
+            # messages are stored; report the session as it was.
+            session = before
+        renewed = session.renewal_count > before.renewal_count
         return JSONResponse(
-            {
-                "userMessage": message_json(exchange.user, session),
-                "agentMessage": message_json(exchange.reply, session),
-                "agentResponse": {"text": exchange.reply.content},
-                "sessionStatus": None if session is None else status_json(session),
-            },
+            send_json(exchange.user, exchange.reply, session, was_renewed=renewed),
             status_code=201,
         )
 
@@ -152,20 +160,30 @@ class SessionRoutes:
         limit = query_limit(request, self.sessions.config.max_page_size)
         before = query_cursor(request, "before")
         after = query_cursor(request, "after")
-        session = await self.sessions.get(session_id)
-        page = await self.sessions.history(
-            session_id,
-            limit=limit,
-            before=None if before is None else cursor_before(before),
-            after=None if after is None else cursor_after(after),
+        session = await self._live(self.sessions.get(session_id))
+        page = await self._live(
+            self.sessions.history(
+                session_id,
+                limit=limit,
+                before=None if before is None else cursor_before(before),
+                after=None if after is None else cursor_after(after),
+            )
         )
         body: dict[str, Any] = {
-            "messages": [message_json(m, session) for m in page.messages],
+            "messages": [history_json(m, session) for m in page.messages],
             "hasMore": page.has_more,
         }
         if page.messages:
             body["cursors"] = {
-                "before": to_ms(page.messages[-1].created_at),
-                "after": to_ms(page.messages[0].created_at),
+                "before": ms(page.messages[-1].created_at),
+                "after": ms(page.messages[0].created_at),
             }
         return JSONResponse(body)
+
+    async def _live(self, call: Awaitable[_T]) -> _T:
+        """Await *call*; a session found expired is ended, as ElizaOS deletes it (404 next)."""
+        try:
+            return await call
+        except SessionExpiredError as err:
+            await self.sessions.end(err.session_id)
+            raise

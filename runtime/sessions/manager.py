@@ -5,12 +5,11 @@ from __future__ import annotations
 import builtins
 import inspect
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, Self
+from typing import Any, Self
 
 import anyio
 
@@ -42,8 +41,6 @@ from .validation import (
 __all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
-
-_ID_BYTES: Final = 18  # 144 bits from secrets, encoded as 24 url-safe characters
 
 
 class SessionManager:
@@ -133,14 +130,15 @@ class SessionManager:
         grace = self._config.grace_seconds
         while True:
             record = SessionRecord.new(
-                secrets.token_urlsafe(_ID_BYTES),
+                # uuid4: 122 bits from os.urandom, the form ElizaOS's sessionId has.
+                str(uuid.uuid4()),
                 agent_id=agent,
                 user_id=user,
                 metadata=meta,
                 timeout=stored_timeout,
                 now=now,
             )
-            # add(): a 144-bit collision is not going to happen, but if it did
+            # add(): a 122-bit collision is not going to happen, but if it did
             # it must not overwrite someone else's session.
             if await self._store.add(
                 session_key(record.id), record.to_dict(), ttl=record.expires_at - now + grace

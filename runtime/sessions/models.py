@@ -21,7 +21,7 @@ class Session:
     """A snapshot of a session; the status properties read the manager's clock.
 
     Attributes:
-        id: the session id (≥ 128 bits from :mod:`secrets`, URL-safe).
+        id: the session id, a random UUID (uuid4: 122 bits from the OS's random source).
         agent_id: the agent the session talks to.
         user_id: the user who opened it.
         metadata: JSON-compatible data given at creation.
