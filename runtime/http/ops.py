@@ -127,7 +127,7 @@ class OpsRoutes:
                 "timestamp": now_iso(),
                 "dependencies": {
                     "agents": "healthy",
-                    "store": "healthy" if probe.reachable else "unavailable",
+                    "store": "healthy" if probe.reachable else f"unavailable: {probe.error}",
                 },
                 "agentCount": 1,
             },
