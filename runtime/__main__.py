@@ -125,8 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Empty means unset, as on ElizaOS: no authentication.
     api_key = os.environ.get(AUTH_TOKEN_VARIABLE) or None
+    from .http.ratelimit import RateLimit
+
     try:
         cors_origins = parse_cors_origin(os.environ.get("CORS_ORIGIN"))
+        rate_limit = RateLimit.parse(os.environ.get("HTTP_RATE_LIMIT"))
     except ValueError as err:
         print(f"python -m runtime serve: {err}", file=sys.stderr)
         return 2
@@ -135,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         api_key=api_key,
         cors_origins=cors_origins,
+        rate_limit=rate_limit,
     )
     # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
     # most 10 s), then the lifespan stops the sweeper and closes the runtime.
