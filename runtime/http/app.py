@@ -25,6 +25,7 @@ from .errors import guarded, http_exception
 from .headers import SecurityHeadersMiddleware
 from .limits import SessionLimits
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
+from .ratelimit import RateLimit, RateLimitMiddleware
 from .sessions import SessionRoutes
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
@@ -45,6 +46,7 @@ def create_app(
     api_key: str | None = None,
     cors_origins: tuple[str, ...] | None = None,
     session_limits: SessionLimits | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Starlette:
     """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
 
@@ -69,6 +71,9 @@ def create_app(
             every origin, as ElizaOS does (``serve`` reads ``CORS_ORIGIN``).
         session_limits: the ``SESSION_*`` bounds timeout input is clamped to
             (ElizaOS's defaults when None; ``serve`` reads the environment).
+        rate_limit: requests per client address on ``/api``, counted in the
+            runtime's store so replicas share it; None for no limit (``serve``
+            reads ``HTTP_RATE_LIMIT``, default 1000 per 900 s as ElizaOS).
 
     Raises:
         TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
@@ -95,6 +100,8 @@ def create_app(
     middleware = [Middleware(SecurityHeadersMiddleware), cors_middleware(cors_origins)]
     if api_key is not None:
         middleware.append(Middleware(APIKeyMiddleware, api_key=api_key))
+    if rate_limit is not None:
+        middleware.append(Middleware(RateLimitMiddleware, limit=rate_limit))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
