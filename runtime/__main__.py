@@ -6,7 +6,8 @@ several servers started with the same ``--agent-id`` and one Redis (or one
 SQLite file) serve the same sessions::
 
     KV_STORE_BACKEND=redis REDIS_URL=redis://127.0.0.1:6379/0 \\
-        python -m runtime serve --host 0.0.0.0 --port 8000 --agent-id my-agent
+        python -m runtime serve --host 0.0.0.0 --port 8000 \\
+        --agent-id 3f2b8c1d-5e6a-4b7c-8d9e-0f1a2b3c4d5e
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--agent-id",
         default=os.environ.get("AGENT_ID") or None,
-        help="the agent's id; replicas sharing sessions need the same one"
-        " (default: $AGENT_ID, else a new UUID)",
+        help="the agent's id, a UUID as ElizaOS requires; replicas sharing sessions need the"
+        " same one (default: $AGENT_ID, else uuid5(NAMESPACE_URL, 'kvstore-runtime default"
+        " agent'), the same in every replica)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument(
@@ -133,8 +135,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"python -m runtime serve: {err}", file=sys.stderr)
         return 2
+    from kvstore import ConfigError
+
+    from .http.agents import DEFAULT_AGENT_ID, is_uuid
+    from .http.limits import SessionLimits
+    from .sessions import SessionsConfig
+
+    agent_id = args.agent_id or DEFAULT_AGENT_ID
+    if not is_uuid(agent_id):
+        print(
+            f"python -m runtime serve: the agent id must be a UUID (ElizaOS clients send UUIDs),"
+            f" got {agent_id!r}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        limits = SessionLimits.from_env(os.environ)
+    except ConfigError as err:
+        print(f"python -m runtime serve: {err}", file=sys.stderr)
+        return 2
+    sessions_config = SessionsConfig(
+        default_timeout_minutes=limits.default_timeout,
+        max_duration_minutes=limits.max_duration,
+        warning_threshold_minutes=limits.warning_threshold,
+        cleanup_interval=limits.cleanup_interval * 60.0,
+    )
     app = create_app(
-        AgentRuntime(agent_id=args.agent_id),
+        AgentRuntime(agent_id=agent_id, sessions_config=sessions_config),
+        session_limits=limits,
         max_body_bytes=args.max_body_bytes,
         api_key=api_key,
         cors_origins=cors_origins,

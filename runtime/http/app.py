@@ -18,6 +18,7 @@ from kvstore.options import check_int, check_seconds
 
 from ..agent import AgentRuntime
 from ..sessions import SessionManager
+from .agents import AgentRoutes
 from .auth import APIKeyMiddleware
 from .context import Endpoint, RouteTable, ServedAgent
 from .cors import cors_middleware
@@ -95,7 +96,11 @@ def create_app(
     ops = OpsRoutes(served, health_timeout=health_timeout)
     # Ops first: its /api/messaging/sessions/health must win over the
     # session routes' /api/messaging/sessions/{session_id}.
-    tables = [ops.routes(), SessionRoutes(served, max_body_bytes=max_body_bytes).routes()]
+    tables = [
+        ops.routes(),
+        SessionRoutes(served, max_body_bytes=max_body_bytes).routes(),
+        AgentRoutes(served).routes(),
+    ]
     # Outermost first: CORS answers preflights before the key is asked for.
     middleware = [Middleware(SecurityHeadersMiddleware), cors_middleware(cors_origins)]
     if api_key is not None:
