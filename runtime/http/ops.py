@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -90,6 +91,7 @@ class OpsRoutes:
         """``{path: {method: endpoint}}``; see the table in :mod:`runtime.http`."""
         return {
             "/health": {"GET": self.health},
+            "/api/server/health": {"GET": self.server_health},
             "/metrics": {"GET": self.metrics},
             f"{API_PREFIX}/health": {"GET": self.sessions_health},
         }
@@ -133,6 +135,13 @@ class OpsRoutes:
             },
             status_code=200 if probe.reachable else 503,
         )
+
+    async def server_health(self, request: Request) -> Response:
+        """ElizaOS's ``GET /api/server/health`` (the api-client's ``server.checkHealth``)."""
+        answer = await self.health(request)
+        body = orjson.loads(answer.body)
+        del body["agentCount"]
+        return JSONResponse(body, status_code=answer.status_code)
 
     async def sessions_health(self, request: Request) -> Response:
         """ElizaOS's ``GET /api/messaging/sessions/health`` (its api-client's checkHealth)."""
