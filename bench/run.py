@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from kvstore.redis_server import RedisServer
+from kvstore.testing.redis_server import RedisServer
 
 from .ceiling import redis_benchmark
 from .profiling import profile_memory_store

@@ -1,6 +1,6 @@
 """Redis fixtures: one private redis-server for the whole run, flushed before each test.
 
-The server is started by :class:`kvstore.redis_server.RedisServer` on a free
+The server is started by :class:`kvstore.testing.redis_server.RedisServer` on a free
 loopback port (never the system Redis on 6379). Without a ``redis-server``
 binary the Redis tests are skipped locally and fail under CI (env ``CI`` set).
 """
@@ -15,8 +15,8 @@ import anyio
 import pytest
 
 import kvstore
-from kvstore.redis_server import RedisServer
 from kvstore.testing import ContractBackend
+from kvstore.testing.redis_server import RedisServer
 
 UNIX_SOCKET_NAME = "redis.sock"
 

@@ -1,6 +1,6 @@
 """Redis under faults: a server restarted mid-load, killed, or frozen.
 
-Each test runs its OWN :class:`~kvstore.redis_server.RedisServer` with the
+Each test runs its OWN :class:`~kvstore.testing.redis_server.RedisServer` with the
 append-only file fsynced at every write (``appendfsync="always"``), so a write
 Redis acknowledged is on disk before the reply leaves the server. 64 tasks
 write distinct keys through one :class:`~kvstore.RedisStore` while the server
@@ -26,7 +26,7 @@ import redis
 import redis.exceptions
 
 from kvstore import BackendUnavailableError, RedisStore
-from kvstore.redis_server import RedisServer
+from kvstore.testing.redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.slow]
 

@@ -27,11 +27,12 @@ from kvstore import (
     KVStoreError,
     MetricsStore,
     StoreClosedError,
+    StoreService,
     open_service,
     open_store,
 )
 from kvstore.backends.redis import SCAN_COUNT, RedisStore
-from kvstore.redis_server import RedisServer, RedisServerNotFoundError
+from kvstore.testing.redis_server import RedisServer, RedisServerNotFoundError
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -112,15 +113,17 @@ async def test_driver_options_pass_through(redis_url: str) -> None:
     ("suffix", "message"),
     [
         ("/0?colour=blue", "unknown option 'colour'"),
-        ("/0?retries=many", "invalid retries"),
+        ("/0?retries=many", "option retries='many' .* expected a whole number"),
         ("/0?retries=-1", "retries must be >= 0"),
-        ("/0?auto_pipeline=maybe", "invalid auto_pipeline"),
-        ("/0?namespace=a:b", "invalid namespace"),
-        ("/0?prefix=a:b", "invalid prefix"),
-        ("/0?default_ttl=-5", "ttl"),
-        ("/0?default_ttl=nan", "invalid default_ttl"),
-        ("/0?socket_timeout=0", "socket_timeout must be > 0"),
+        ("/0?auto_pipeline=maybe", "option auto_pipeline='maybe' .* expected true or false"),
+        ("/0?namespace=a:b", "option namespace='a:b' .* invalid store name"),
+        ("/0?prefix=a:b", "option prefix='a:b' .* invalid key prefix"),
+        ("/0?default_ttl=-5", "default_ttl must be a number of seconds > 0"),
+        ("/0?default_ttl=nan", "option default_ttl='nan' .* finite"),
+        ("/0?socket_timeout=0", "socket_timeout must be a number of seconds > 0"),
         ("/0?max_connections=0", "max_connections must be >= 1"),
+        ("/0?max_value_bytes=0", "max_value_bytes must be >= 1"),
+        ("/0?retry_backoff=-1", "retry_backoff must be a number of seconds >= 0"),
         ("/0?prefix=a&prefix=b", "given twice"),
         ("/zero", "invalid database"),
     ],
@@ -158,6 +161,17 @@ def test_constructor_rejects_bad_arguments() -> None:
         RedisStore("redis://localhost/0", namespace="a b")
     with pytest.raises(ConfigError, match="decode_responses"):
         RedisStore(redis.asyncio.Redis(decode_responses=True))
+    url = "redis://localhost/0"
+    with pytest.raises(ValueError, match="socket_timeout must be a number of seconds > 0"):
+        RedisStore(url, socket_timeout=0)
+    with pytest.raises(TypeError, match="socket_connect_timeout must be a number"):
+        RedisStore(url, socket_connect_timeout="2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_connections must be >= 1"):
+        RedisStore(url, max_connections=0)
+    with pytest.raises(ValueError, match="retry_backoff must be a number of seconds >= 0"):
+        RedisStore(url, retry_backoff=-0.1)
+    with pytest.raises(TypeError, match="auto_pipeline must be True or False"):
+        RedisStore(url, auto_pipeline=1)  # type: ignore[arg-type]
 
 
 async def test_unix_socket_url(redis_server: RedisServer, redis_url: str) -> None:
@@ -363,8 +377,13 @@ async def test_connection_options_cannot_differ_between_named_stores(redis_url: 
     async with RedisStore(redis_url) as store:
         with pytest.raises(ConfigError, match="share its connection pool"):
             store.namespaced("a", max_connections=3)
-        with pytest.raises(TypeError, match="bogus"):
+        with pytest.raises(ConfigError, match="namespaced\\(\\) cannot set bogus"):
             store.namespaced("a", bogus=1)
+    # As on SQLite: a service's per-store option the backend lacks is a ConfigError.
+    service = StoreService(RedisStore(redis_url), store_options={"cache": {"max_entries": 10}})
+    with pytest.raises(ConfigError, match="cannot set max_entries"):
+        service.get_store("cache")
+    await service.aclose()
 
 
 async def test_a_client_passed_in_is_not_closed(redis_url: str) -> None:

@@ -15,7 +15,8 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import pytest
 
 from kvstore import KVStore, KVStoreService, MemoryStore, StoreService
 from kvstore.testing import ManualClock
+from kvstore.wrapper import StoreWrapper
 from runtime.agent import AgentRuntime
 from runtime.messages import Message
 from runtime.sessions import (
@@ -83,7 +85,7 @@ class SingleStoreService:
         await self.store.aclose()
 
 
-class WrappedStore:
+class WrappedStore(StoreWrapper):
     """Delegates to a store, recording reads, written bytes and TTLs.
 
     With ``yielding=True`` every call first yields to the event loop, so
@@ -92,7 +94,7 @@ class WrappedStore:
     """
 
     def __init__(self, inner: KVStore, *, yielding: bool = False) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.yielding = yielding
         self.keys_read: list[str] = []
         self.bytes_written = 0
@@ -129,11 +131,12 @@ class WrappedStore:
         await self._enter("delete")
         return await self.inner.delete(key)
 
-    async def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
+    async def entries(self, prefix: str = "") -> AsyncGenerator[tuple[str, Any], None]:
         await self._enter("entries")
-        async for key, value in self.inner.entries(prefix):
-            self.keys_read.append(key)
-            yield key, value
+        async with aclosing(self.inner.entries(prefix)) as rows:
+            async for key, value in rows:
+                self.keys_read.append(key)
+                yield key, value
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         await self._enter("get_many")
@@ -165,24 +168,6 @@ class WrappedStore:
         result = await self.inner.update(key, fn, default=default, ttl=ttl)
         self._wrote("update", key, result, ttl)
         return result
-
-    async def ttl(self, key: str) -> float | None:
-        return await self.inner.ttl(key)
-
-    async def expire(self, key: str, ttl: float) -> bool:
-        return await self.inner.expire(key, ttl)
-
-    async def clear(self) -> None:
-        await self.inner.clear()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def __aenter__(self) -> WrappedStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 @pytest.fixture
