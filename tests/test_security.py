@@ -279,7 +279,6 @@ def entropy_bits(ids: list[str]) -> float:
 
 
 def test_entropy_estimate_tells_128_bits_from_uuid4() -> None:
-    import secrets
     import uuid
 
     assert entropy_bits([secrets.token_hex(16) for _ in range(ID_SAMPLES)]) >= 127
