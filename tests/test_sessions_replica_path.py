@@ -212,7 +212,7 @@ async def test_concurrent_senders_share_record_updates() -> None:
 
 
 async def test_a_replica_with_its_clock_an_hour_ahead_does_not_hide_sessions_from_others() -> None:
-    store = MemoryStore()
+    service = StoreService(MemoryStore())
     real = ManualClock(START)
     ahead = ManualClock(START + 3600)
     fired: dict[str, int] = {}
@@ -220,8 +220,8 @@ async def test_a_replica_with_its_clock_an_hour_ahead_does_not_hide_sessions_fro
     def report(session: Session) -> None:
         fired[session.id] = fired.get(session.id, 0) + 1
 
-    skewed = SessionManager(Host(StoreService(store)), clock=ahead, on_expired=report)
-    honest = SessionManager(Host(StoreService(store)), clock=real, on_expired=report)
+    skewed = SessionManager(Host(service), clock=ahead, on_expired=report)
+    honest = SessionManager(Host(service), clock=real, on_expired=report)
     before = [(await honest.create(user_id=f"b{i}", timeout={"timeout_minutes": 90})).id for i in range(5)]
     await skewed.sweep()
     assert fired == {}  # 90 minutes: alive even by the skewed clock
