@@ -89,6 +89,21 @@ class SessionsConfig:
             the store, so that the sweeper (and ``on_expired``) normally sees it
             before the store's own TTL removes it. Keep it above
             ``cleanup_interval``.
+        idempotency_window: seconds a send-message idempotency key is
+            remembered: a retry with the same key within it returns the first
+            answer (default 24 hours).
+        idempotency_pending_seconds: how long a key whose first request is still
+            in flight answers retries with "in flight"; if the process serving
+            it died, a retry after this long starts afresh. A request that is
+            not ready to store its answer by 80 % of this gives up, so a late
+            answer can never double a retry's.
+        commit_timeout: seconds after which seqs allocated but not committed (a
+            writer died between the two steps) are given up, so readers can see
+            past them. Keep it well above a store call's worst latency.
+        max_clock_skew: the largest clock difference between replicas the
+            sweeper is built for: each sweep re-reads the expiry buckets of the
+            last ``max_clock_skew + 2 * cleanup_interval`` seconds, so a replica
+            whose clock ran ahead cannot make the others skip sessions.
 
     >>> SessionsConfig(default_timeout_minutes=10, cleanup_interval=60)  # doctest: +ELLIPSIS
     SessionsConfig(default_timeout_minutes=10.0, ...)
@@ -103,6 +118,10 @@ class SessionsConfig:
     max_content_bytes: int = 64 * 1024
     max_metadata_bytes: int = 16 * 1024
     grace_seconds: float = 900.0
+    idempotency_window: float = 24 * 3600.0
+    idempotency_pending_seconds: float = 300.0
+    commit_timeout: float = 30.0
+    max_clock_skew: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -112,7 +131,14 @@ class SessionsConfig:
         ):
             object.__setattr__(self, name, check_minutes(name, getattr(self, name)))
         check_flag("auto_renew", self.auto_renew)
-        for name in ("cleanup_interval", "grace_seconds"):
+        for name in (
+            "cleanup_interval",
+            "grace_seconds",
+            "idempotency_window",
+            "idempotency_pending_seconds",
+            "commit_timeout",
+            "max_clock_skew",
+        ):
             object.__setattr__(self, name, check_seconds_value(name, getattr(self, name)))
         for name in ("max_page_size", "max_content_bytes", "max_metadata_bytes"):
             check_positive_int(name, getattr(self, name))
