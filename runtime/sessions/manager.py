@@ -379,6 +379,12 @@ class SessionManager:
             with anyio.CancelScope(shield=True):
                 await self._forget_state(user.id)
             raise
+        if remember is not None:
+            # Written with the messages' TTL when that is longer; the window is the promise.
+            try:
+                await self._store.expire(remember[0], self._config.idempotency_window)
+            except Exception:
+                logger.warning("could not shorten idempotency marker %r", remember[0])
         return Exchange(*stored)
 
     async def open_exchange(
