@@ -24,8 +24,9 @@ writing it, a tombstone (counted in ``holes``). So a poller never walks past a
 message that is still being written. A writer of the first release bumps
 ``message_count`` without a pending range, which keeps its old meaning.
 
-A later format gets its own number and decoder in :data:`_DECODERS`; :meth:`~SessionRecord.to_dict` always writes the newest,
-so a record is upgraded the next time it is written. Timestamps are kept as
+A later format gets its own number and decoder in :data:`_DECODERS`;
+:meth:`~SessionRecord.to_dict` always writes the newest, so a record is
+upgraded the next time it is written. Timestamps are kept as
 read (an int stays an int), so decoding and encoding again gives back the same
 JSON.
 
