@@ -323,9 +323,10 @@ class SessionManager:
         meta = check_metadata(metadata, "message metadata", self._config.max_metadata_bytes)
         key = None if idempotency_key is None else idempotency.check_key(idempotency_key)
         now = self._clock()
-        await self._load(sid, now)
+        # Fail fast, before a reply is made for a session that is gone.
+        record = await self._load(sid, now)
         if key is None:
-            return await self._reply_and_store(sid, text, meta, None, None)
+            return await self._reply_and_store(record, text, meta, None, None)
         print_ = idempotency.fingerprint(text, meta)
         marker = idempotency.marker_key(sid, key)
         pending_for = self._config.idempotency_pending_seconds
@@ -335,7 +336,7 @@ class SessionManager:
                 return idempotency.replay(found, print_, key)
         try:
             return await self._reply_and_store(
-                sid, text, meta, (marker, print_), now + 0.8 * pending_for
+                record, text, meta, (marker, print_), now + 0.8 * pending_for
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -344,12 +345,13 @@ class SessionManager:
 
     async def _reply_and_store(
         self,
-        sid: str,
+        record: SessionRecord,
         text: str,
         meta: dict[str, Any],
         remember: tuple[str, str] | None,
         deadline: float | None,
     ) -> Exchange:
+        sid = record.id
         user = Draft("user", text, meta)
         # The providers see the message as it will be stored, except for its
         # timestamp, which the store allocates only once the reply is there.
@@ -374,6 +376,7 @@ class SessionManager:
                 extra=extra,
                 extra_ttl=self._config.idempotency_window if remember else 0.0,
                 deadline=deadline,
+                known=record,
             )
         except BaseException:
             with anyio.CancelScope(shield=True):

@@ -72,6 +72,7 @@ class _Append:
     extra: Extra | None
     extra_ttl: float
     deadline: float | None
+    known: SessionRecord | None = None
     done: bool = False
     messages: list[Message] = field(default_factory=list)
     error: BaseException | None = None
@@ -120,19 +121,22 @@ class SessionWriter:
         extra: Extra | None = None,
         extra_ttl: float = 0.0,
         deadline: float | None = None,
+        known: SessionRecord | None = None,
     ) -> list[Message]:
         """Store *drafts* as consecutive messages of *sid*; return them as stored.
 
         *extra* keys are written with the messages, in one ``set_many``, with
         a TTL of at least *extra_ttl*. If the clock is past *deadline* when the
-        messages are about to be written, nothing is written.
+        messages are about to be written, nothing is written. *known*: the
+        session's record as read just before, which saves reading it again
+        (only its fields that never change are used).
 
         Raises:
             SessionNotFoundError, SessionExpiredError: the session is not live.
             ExchangeNotStoredError: given up (too slow); nothing is visible.
             KVStoreError: the store failed; nothing of this append is visible.
         """
-        job = _Append(drafts, renewals, extra, extra_ttl, deadline)
+        job = _Append(drafts, renewals, extra, extra_ttl, deadline, known)
         lane = self._lanes.get(sid)
         if lane is None:
             lane = self._lanes[sid] = _Lane()
@@ -180,8 +184,11 @@ class SessionWriter:
             allocated = live.with_messages(now, total, renewals=renewals)
             return allocated.to_dict()
 
-        stored = await self._store.get(session_key(sid))
-        bound = self._check_live(stored, sid, now)
+        # The TTL is fixed before the update runs: an upper bound of the new
+        # expiry from the fields no writer changes (created_at, timeout).
+        bound = next((job.known for job in batch if job.known is not None), None)
+        if bound is None:
+            bound = self._check_live(await self._store.get(session_key(sid)), sid, now)
         ttl = max(bound.expiry_bound(now) - now, 0.0) + self._grace
         await self._store.update(session_key(sid), allocate, ttl=ttl)
         if allocated is None:  # a store that did not call fn; cannot happen with ours
