@@ -92,14 +92,18 @@ class SessionsConfig:
         idempotency_window: seconds a send-message idempotency key is
             remembered: a retry with the same key within it returns the first
             answer (default 24 hours).
-        idempotency_pending_seconds: how long a key whose first request is still
-            in flight answers retries with "in flight"; if the process serving
-            it died, a retry after this long starts afresh. A request that is
-            not ready to store its answer by 80 % of this gives up, so a late
-            answer can never double a retry's.
+        idempotency_pending_seconds: life of the "in flight" marker of a key
+            whose first request runs (retries meanwhile are refused). The
+            request keeps it alive, so a reply may take longer; if the process
+            serving it died, a retry after this long starts afresh. A request
+            that could not extend its marker stores nothing once 80 % of its
+            last known life has passed, so a late answer never doubles a retry's.
         commit_timeout: seconds after which seqs allocated but not committed (a
-            writer died between the two steps) are given up, so readers can see
-            past them. Keep it well above a store call's worst latency.
+            writer died, or the store failed, between the two steps) are given
+            up, so readers can see past them: after such a fault, messages
+            behind them become visible within this long. A writer that takes
+            half of it between allocating and writing gives up itself. Keep it
+            well above a store call's worst latency.
         max_clock_skew: the largest clock difference between replicas the
             sweeper is built for: each sweep re-reads the expiry buckets of the
             last ``max_clock_skew + 2 * cleanup_interval`` seconds, so a replica
@@ -119,8 +123,8 @@ class SessionsConfig:
     max_metadata_bytes: int = 16 * 1024
     grace_seconds: float = 900.0
     idempotency_window: float = 24 * 3600.0
-    idempotency_pending_seconds: float = 300.0
-    commit_timeout: float = 30.0
+    idempotency_pending_seconds: float = 10.0
+    commit_timeout: float = 10.0
     max_clock_skew: float = 3600.0
 
     def __post_init__(self) -> None:

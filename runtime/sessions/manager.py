@@ -334,14 +334,42 @@ class SessionManager:
             found = await self._store.get(marker)
             if found is not None:  # else it expired meanwhile: try again
                 return idempotency.replay(found, print_, key)
-        try:
-            return await self._reply_and_store(
-                record, text, meta, (marker, print_), now + 0.8 * pending_for
-            )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._forget(marker)
-            raise
+        # The marker is kept alive while this request runs, so a retry sees it in
+        # flight however long the reply takes, and it lapses soon after this
+        # process dies. Past 80 % of its last known life this request stores
+        # nothing: a retry may have taken over.
+        valid_until = now + pending_for
+
+        async def keep_marker() -> None:
+            nonlocal valid_until
+            while True:
+                await anyio.sleep(pending_for / 3)
+                renewed_at = self._clock()
+                try:
+                    if await self._store.expire(marker, pending_for):
+                        valid_until = renewed_at + pending_for
+                except Exception:
+                    logger.warning("could not extend idempotency marker %r", marker)
+
+        outcome: Exchange | BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(keep_marker)
+            try:
+                outcome = await self._reply_and_store(
+                    record, text, meta, (marker, print_), lambda: valid_until - 0.2 * pending_for
+                )
+            except BaseException as err:
+                # Raised below, outside the task group, as itself (not in an ExceptionGroup).
+                outcome = err
+            finally:
+                group.cancel_scope.cancel()
+        if isinstance(outcome, Exchange):
+            return outcome
+        with anyio.CancelScope(shield=True):
+            await self._forget(marker)
+        if outcome is None:  # cancelled from outside: the scope swallowed nothing of ours
+            raise anyio.get_cancelled_exc_class()()
+        raise outcome
 
     async def _reply_and_store(
         self,
@@ -349,7 +377,7 @@ class SessionManager:
         text: str,
         meta: dict[str, Any],
         remember: tuple[str, str] | None,
-        deadline: float | None,
+        deadline: Callable[[], float] | None,
     ) -> Exchange:
         sid = record.id
         user = Draft("user", text, meta)

@@ -71,7 +71,7 @@ class _Append:
     renewals: int
     extra: Extra | None
     extra_ttl: float
-    deadline: float | None
+    deadline: Callable[[], float] | None
     known: SessionRecord | None = None
     done: bool = False
     messages: list[Message] = field(default_factory=list)
@@ -120,13 +120,13 @@ class SessionWriter:
         renewals: int,
         extra: Extra | None = None,
         extra_ttl: float = 0.0,
-        deadline: float | None = None,
+        deadline: Callable[[], float] | None = None,
         known: SessionRecord | None = None,
     ) -> list[Message]:
         """Store *drafts* as consecutive messages of *sid*; return them as stored.
 
         *extra* keys are written with the messages, in one ``set_many``, with
-        a TTL of at least *extra_ttl*. If the clock is past *deadline* when the
+        a TTL of at least *extra_ttl*. If the clock is past ``deadline()`` when the
         messages are about to be written, nothing is written. *known*: the
         session's record as read just before, which saves reading it again
         (only its fields that never change are used).
@@ -214,7 +214,7 @@ class SessionWriter:
         try:
             late = self._clock()
             if late - now > self._commit_timeout / 2 or any(
-                job.deadline is not None and late > job.deadline for job in batch
+                job.deadline is not None and late > job.deadline() for job in batch
             ):
                 raise ExchangeNotStoredError(
                     f"session {sid!r}: storing the messages took too long; nothing was stored"
