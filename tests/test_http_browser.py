@@ -106,3 +106,26 @@ def test_a_bad_cors_origin_stops_serve_with_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "CORS_ORIGIN" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KV_STORE_BACKEND": "cassandra"}, "KV_STORE_BACKEND"),
+        ({"KV_STORE_BACKEND": "memory", "KV_STORE_TTL": "soon"}, "KV_STORE_TTL"),
+        ({"KV_STORE_BACKEND": "redis", "REDIS_URL": "http://:pw-S3CR3T?x@h:1/"}, "REDIS_URL"),
+    ],
+)
+def test_a_bad_store_variable_stops_serve_with_one_line(env: dict[str, str], named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "serve", "--port", "0"],
+        env={**base_env(), **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr and "S3CR3T" not in done.stderr

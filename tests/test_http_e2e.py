@@ -91,6 +91,7 @@ class Server:
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["HTTP_RATE_LIMIT"] = "0"  # tests that check the limiter set their own
     return env
 
 

@@ -24,6 +24,7 @@ from .cors import cors_middleware
 from .errors import guarded, http_exception
 from .headers import SecurityHeadersMiddleware
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
+from .ratelimit import RateLimit, RateLimitMiddleware
 from .sessions import SessionRoutes
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
@@ -43,6 +44,7 @@ def create_app(
     sweep: bool = True,
     api_key: str | None = None,
     cors_origins: tuple[str, ...] | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Starlette:
     """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
 
@@ -65,6 +67,9 @@ def create_app(
             serve`` takes it from ``ELIZA_SERVER_AUTH_TOKEN``.
         cors_origins: browser origins allowed to call the API; None allows
             every origin, as ElizaOS does (``serve`` reads ``CORS_ORIGIN``).
+        rate_limit: requests per client address on ``/api``, counted in the
+            runtime's store so replicas share it; None for no limit (``serve``
+            reads ``HTTP_RATE_LIMIT``, default 1000 per 900 s as ElizaOS).
 
     Raises:
         TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
@@ -87,6 +92,8 @@ def create_app(
     middleware = [Middleware(SecurityHeadersMiddleware), cors_middleware(cors_origins)]
     if api_key is not None:
         middleware.append(Middleware(APIKeyMiddleware, api_key=api_key))
+    if rate_limit is not None:
+        middleware.append(Middleware(RateLimitMiddleware, limit=rate_limit))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
