@@ -21,6 +21,9 @@ from kvstore import BackendUnavailableError, StoreClosedError
 
 from ..errors import (
     APIError,
+    ExchangeNotStoredError,
+    IdempotencyInFlightError,
+    IdempotencyKeyReusedError,
     InvalidSessionInputError,
     RuntimeStateError,
     SessionExpiredError,
@@ -51,10 +54,18 @@ _SESSION_ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (SessionRenewalError, 400, "SESSION_RENEWAL_FAILED"),
     (SessionExpiredError, 410, "SESSION_EXPIRED"),
     (InvalidSessionInputError, 400, "VALIDATION_ERROR"),
+    # The IETF Idempotency-Key draft's statuses.
+    (IdempotencyKeyReusedError, 422, "IDEMPOTENCY_KEY_REUSED"),
+    (IdempotencyInFlightError, 409, "IDEMPOTENCY_KEY_IN_FLIGHT"),
 )
 
 # Errors meaning "the store cannot answer now": the client should retry.
-_UNAVAILABLE: Final = (BackendUnavailableError, StoreClosedError, RuntimeStateError)
+_UNAVAILABLE: Final = (
+    BackendUnavailableError,
+    StoreClosedError,
+    RuntimeStateError,
+    ExchangeNotStoredError,
+)
 
 _HTTP_CODES: Final = {
     400: "BAD_REQUEST",
