@@ -135,8 +135,11 @@ class JSONFileStore:
     # -- encoding and expiry ---------------------------------------------------
 
     def _encode(self, value: Any) -> str:
-        _check_json(value)
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            _check_json(value)
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError:
+            raise SerializationError("value is nested too deeply to encode") from None
         size = len(text.encode())
         if size > self._max_value_bytes:
             raise ValueTooLargeError(

@@ -24,6 +24,9 @@ from kvstore import BackendUnavailableError, StoreClosedError
 
 from ..errors import (
     APIError,
+    ExchangeNotStoredError,
+    IdempotencyInFlightError,
+    IdempotencyKeyReusedError,
     InvalidSessionInputError,
     RuntimeStateError,
     SessionExpiredError,
@@ -51,10 +54,18 @@ _RETRY_AFTER_SECONDS: Final = "1"
 # a SessionExpiredError, needs no entry of its own.
 _SESSION_ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (InvalidSessionInputError, 400, "VALIDATION_ERROR"),
+    # The IETF Idempotency-Key draft's statuses.
+    (IdempotencyKeyReusedError, 422, "IDEMPOTENCY_KEY_REUSED"),
+    (IdempotencyInFlightError, 409, "IDEMPOTENCY_KEY_IN_FLIGHT"),
 )
 
 # Errors meaning "the store cannot answer now": the client should retry.
-_UNAVAILABLE: Final = (BackendUnavailableError, StoreClosedError, RuntimeStateError)
+_UNAVAILABLE: Final = (
+    BackendUnavailableError,
+    StoreClosedError,
+    RuntimeStateError,
+    ExchangeNotStoredError,
+)
 
 _HTTP_CODES: Final = {
     400: "BAD_REQUEST",

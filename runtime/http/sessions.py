@@ -141,7 +141,11 @@ class SessionRoutes:
         before = await self._live(self.sessions.get(session_id))
         check_message(content)
         metadata = metadata_field(body)
-        exchange = await self._live(self.sessions.exchange(session_id, content, metadata=metadata))
+        # IETF Idempotency-Key draft: a retry with the key gets the first answer.
+        key = request.headers.get("idempotency-key")
+        exchange = await self._live(
+            self.sessions.exchange(session_id, content, metadata=metadata, idempotency_key=key)
+        )
         try:
             session = await self.sessions.get(session_id)
         except SessionError:
