@@ -117,8 +117,8 @@ def test_retries_with_idempotency_keys_survive_redis_restarts_and_kill_9(
         for server in servers:
             server.stop()
 
-    users = Counter(m["content"] for m in history if m["role"] == "user")
-    replies = Counter(m["content"] for m in history if m["role"] == "agent")
+    users = Counter(m["content"] for m in history if not m["isAgent"])
+    replies = Counter(m["content"] for m in history if m["isAgent"])
     expected = {f"c{i}-{j}" for i in range(CLIENTS) for j in range(PER_CLIENT)}
     duplicates = sum(n - 1 for n in users.values())
     gaps = len(expected - set(users)) + sum(
