@@ -26,8 +26,11 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(PY) -m mypy
 
+# Two pytest-xdist workers (the CI machine has 2 cores); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(VENV)/.dev
-	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --cov --cov-report=term $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

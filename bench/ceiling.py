@@ -1,6 +1,6 @@
 """The Redis server ceiling: ``redis-benchmark`` against the benchmark's own server.
 
-The server itself is a ``kvstore.redis_server.RedisServer``: a private
+The server itself is a ``kvstore.testing.redis_server.RedisServer``: a private
 ``redis-server`` on a free loopback port with persistence off, stopped at the
 end of the run.
 """

@@ -3,10 +3,10 @@
 Measures ``get`` and ``set``, sequentially (one task) and with 64 concurrent
 tasks, for scalar values (an int: the memory backend's fastest path) and small
 dict values (one JSON round trip per call), and reports the best of several
-rounds. Four stores are compared: the bare MemoryStore; a wrapper that only
-forwards calls, the floor of any decorator; MetricsStore with its default
-sampling (every call counted, one in 16 timed); MetricsStore timing every
-call (``sample_every=1``).
+rounds. Four stores are compared: the bare MemoryStore; a
+:class:`~kvstore.wrapper.StoreWrapper`, which only forwards calls (the floor of
+any decorator); MetricsStore with its default sampling (every call counted,
+one in 16 timed); MetricsStore timing every call (``sample_every=1``).
 
     python bench/metrics_overhead.py [--quick]
 
@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import gc
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import anyio
 
 from kvstore import KVStore, MemoryStore, MetricsStore
+from kvstore.wrapper import StoreWrapper
 
 __all__ = ["main", "measure"]
 
@@ -36,46 +37,15 @@ VALUES: Final[dict[str, Any]] = {
 }
 
 
-class _Forwarding:
-    """The cheapest possible decorator: forwards the benchmarked calls, counts nothing."""
-
-    def __init__(self, inner: KVStore) -> None:
-        self.inner = inner
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        return await self.inner.get(key, default)
-
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        await self.inner.set(key, value, ttl=ttl)
-
-    async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
-        await self.inner.set_many(mapping, ttl=ttl)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-class _Store(Protocol):
-    """The part of KVStore the benchmark uses."""
-
-    async def get(self, key: str, default: Any = None) -> Any: ...
-
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None: ...
-
-    async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-STORES: Final[dict[str, Callable[[], _Store]]] = {
+STORES: Final[dict[str, Callable[[], KVStore]]] = {
     "bare": MemoryStore,
-    "forward": lambda: _Forwarding(MemoryStore()),
+    "forward": lambda: StoreWrapper(MemoryStore()),
     "metrics": lambda: MetricsStore(MemoryStore()),
     "metrics_time_all": lambda: MetricsStore(MemoryStore(), sample_every=1),
 }
 
 
-async def _sequential(store: _Store, op: str, keys: Sequence[str], value: Any) -> float:
+async def _sequential(store: KVStore, op: str, keys: Sequence[str], value: Any) -> float:
     """Seconds to run *op* once per key in one task."""
     start = time.perf_counter()
     if op == "get":
@@ -89,7 +59,7 @@ async def _sequential(store: _Store, op: str, keys: Sequence[str], value: Any) -
     return time.perf_counter() - start
 
 
-async def _concurrent(store: _Store, op: str, keys: Sequence[str], value: Any) -> float:
+async def _concurrent(store: KVStore, op: str, keys: Sequence[str], value: Any) -> float:
     """Seconds to run *op* once per key, the keys split among TASKS tasks."""
     share = len(keys) // TASKS
     start = time.perf_counter()

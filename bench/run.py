@@ -4,7 +4,8 @@
 
 ``--only`` takes system names (``kvstore-memory``, ``redis-py``, ...), families
 (``memory``, ``redis``, ``sqlite``) and the extra parts ``redis-benchmark``,
-``profile``, ``metrics_overhead`` and ``sessions_bench``; without it everything runs.
+``profile``, ``metrics_overhead``, ``sessions_bench`` and ``sessions_load``; without
+it everything runs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from kvstore.redis_server import RedisServer
+from kvstore.testing.redis_server import RedisServer
 
 from .ceiling import redis_benchmark
 from .profiling import profile_memory_store
@@ -41,7 +42,7 @@ __all__ = ["main"]
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 FAMILIES: Final[tuple[Family, ...]] = ("memory", "redis", "sqlite")
-EXTRAS: Final = ("metrics_overhead", "sessions_bench")
+EXTRAS: Final = ("metrics_overhead", "sessions_bench", "sessions_load")
 PARTS: Final = ("redis-benchmark", "profile", *EXTRAS)
 
 

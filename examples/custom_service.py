@@ -34,7 +34,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -227,7 +227,7 @@ class JSONFileStore:
         expires_at = data[key][1]
         return None if expires_at is None else expires_at - self._clock()
 
-    async def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
+    async def entries(self, prefix: str = "") -> AsyncGenerator[tuple[str, Any], None]:
         """Yield ``(key, value)`` for live keys starting with *prefix*."""
         if type(prefix) is not str or "\x00" in prefix or len(prefix) > MAX_KEY_LENGTH:
             raise InvalidKeyError("prefix must be a str of at most 1024 characters without NUL")

@@ -30,7 +30,7 @@ from .protocol import KVStore, KVStoreService, is_kv_store_service
 from .service import StoreService, open_service, open_store, service_from_env
 
 if TYPE_CHECKING:
-    from .backends.redis import RedisStore
+    from .backends.redis import RedisClusterStore, RedisStore
     from .backends.sqlite import SQLiteStore
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "MemoryStore",
     "MetricsStore",
     "OpMetrics",
+    "RedisClusterStore",
     "RedisStore",
     "SQLiteStore",
     "SerializationError",
@@ -69,6 +70,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SQLiteStore": "kvstore.backends.sqlite",
     "RedisStore": "kvstore.backends.redis",
+    "RedisClusterStore": "kvstore.backends.redis",
 }
 
 

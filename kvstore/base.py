@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
-from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 
-from .codec import Codec, JSONCodec, check_key, check_prefix, check_ttl
+from .codec import MAX_TTL, Codec, JSONCodec, check_key, check_prefix, check_ttl
 from .errors import StoreClosedError, ValueTooLargeError
+from .options import TextOption, check_int, int_option, number_option
 
-__all__ = ["DEFAULT_MAX_VALUE_BYTES", "MISSING", "BaseStore", "Missing"]
+__all__ = ["DEFAULT_MAX_VALUE_BYTES", "MISSING", "URL_OPTIONS", "BaseStore", "Missing"]
 
 DEFAULT_MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
+
+URL_OPTIONS: Final[Mapping[str, TextOption]] = {
+    "default_ttl": number_option(above=0.0, maximum=MAX_TTL),
+    "max_value_bytes": int_option(minimum=1),
+}
+"""Parsers of the URL query options of :class:`BaseStore`'s own arguments.
+
+A backend builds its table for :func:`kvstore.options.parse_query` from these
+and its own, so a bad value is a :class:`~kvstore.ConfigError` on every backend.
+"""
 
 
 class Missing(enum.Enum):
@@ -54,11 +64,7 @@ class BaseStore(ABC):
         codec: Codec | None = None,
     ) -> None:
         self._default_ttl = None if default_ttl is None else check_ttl(default_ttl)
-        if isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int):
-            raise TypeError("max_value_bytes must be an int")
-        if max_value_bytes <= 0:
-            raise ValueError(f"max_value_bytes must be > 0, got {max_value_bytes}")
-        self._max_value_bytes = max_value_bytes
+        self._max_value_bytes = check_int("max_value_bytes", max_value_bytes, minimum=1)
         self._codec: Codec = JSONCodec() if codec is None else codec
         self._closed = False
 
@@ -125,7 +131,7 @@ class BaseStore(ABC):
         self._check_open()
         return await self._delete(check_key(key))
 
-    async def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
+    async def entries(self, prefix: str = "") -> AsyncGenerator[tuple[str, Any], None]:
         """Yield ``(key, value)`` for each live key starting with *prefix*.
 
         Order is unspecified. Expired keys are never yielded, and writes by other
@@ -175,12 +181,7 @@ class BaseStore(ABC):
         return await self._add(key, self._encode(value), seconds)
 
     async def update(
-        self,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = None,
-        ttl: float | None = None,
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
     ) -> Any:
         """Atomically replace the value of *key* by ``fn(current)`` and return it.
 
@@ -235,12 +236,7 @@ class BaseStore(ABC):
         await self._open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     # -- construction and namespaces ------------------------------------------------

@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn, Protocol, TextIO
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, Final, NoReturn
 from urllib.parse import unquote, urlsplit
 
 import anyio
 import orjson
 
 from .codec import JSONCodec
+from .copy import DEFAULT_BATCH, DEFAULT_CONCURRENCY, DEFAULT_TTL_PRECISION, CopyCounts, copy_store
 from .errors import (
     ConfigError,
     InvalidKeyError,
@@ -42,9 +41,12 @@ from .errors import (
     UnsupportedBackendError,
 )
 from .metrics import MetricsStore
-from .protocol import KVStore
+from .options import TextOption, int_option, seconds_option
+from .progress import open_progress
 from .service import StoreService, open_service
 
+# copy_store and CopyCounts live in kvstore.copy; they stay importable from here,
+# where the migration guide first documented them.
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "CopyCounts", "copy_store", "main"]
 
 EXIT_OK: Final = 0
@@ -53,9 +55,6 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
 DEFAULT_STORE: Final = "default"
-DEFAULT_BATCH: Final = 500
-DEFAULT_TTL_PRECISION: Final = 1.0
-DEFAULT_CONCURRENCY: Final = 16
 
 _ABSENT: Final = object()
 
@@ -101,24 +100,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"kvstore: error: {message}\n")
 
 
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _argument_type(parse: TextOption, metavar: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` made of a :mod:`kvstore.options` text parser.
+
+    argparse reports an ``ArgumentTypeError`` as ``argument --flag: MESSAGE``,
+    so the message names the flag and the parser's says what is allowed.
+    """
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(metavar, text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert
 
 
-def _seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {raw}")
-    return value
+_positive_int: Final = _argument_type(int_option(minimum=1), "N")
+_seconds: Final = _argument_type(seconds_option(allow_zero=True), "SECONDS")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,13 +391,6 @@ def _check_source(url: str, service: StoreService) -> None:
             raise CommandFailed(f"no SQLite database at {backend.path!r} (from {url!r})")
 
 
-async def _close_rows(rows: AsyncIterator[Any]) -> None:
-    # Leaving entries() early must release its cursor/scan now, not at GC time.
-    aclose: Callable[[], Any] | None = getattr(rows, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -421,8 +413,8 @@ async def _cmd_entries(args: argparse.Namespace) -> int:
     async with _source_service(args.url) as service:
         store = service.get_store(args.store)
         shown = 0
-        rows = store.entries(args.prefix)
-        try:
+        # Leaving early (--limit) must release the cursor/scan now, not at GC time.
+        async with aclosing(store.entries(args.prefix)) as rows:
             async for key, value in rows:
                 if args.limit is not None and shown >= args.limit:
                     break
@@ -433,8 +425,6 @@ async def _cmd_entries(args: argparse.Namespace) -> int:
                     line = f"{_printable_key(key)}\t{_json(value)}\t{_format_ttl(remaining)}"
                 out.write(line + "\n")
                 shown += 1
-        finally:
-            await _close_rows(rows)
     out.flush()
     return EXIT_OK
 
@@ -457,16 +447,13 @@ async def _cmd_stats(args: argparse.Namespace) -> int:
     async with _source_service(args.url) as service:
         # A private wrapper: its metrics are those of this command's own calls.
         store = MetricsStore(service.get_store(args.store), name=args.store)
-        rows = store.entries(args.prefix)
-        try:
+        async with aclosing(store.entries(args.prefix)) as rows:
             async for key, value in rows:
                 keys += 1
                 key_bytes += len(key.encode())
                 value_bytes += len(codec.encode(value))
                 if await store.ttl(key) is not None:
                     with_ttl += 1
-        finally:
-            await _close_rows(rows)
         metrics = store.get_metrics()
     report = {
         "store": args.store,
@@ -529,308 +516,3 @@ def _print_counts(label: str, counts: CopyCounts) -> None:
         f"{label}: copied {counts.copied}, skipped {counts.skipped} (already in DST),"
         f" expired during copy {counts.expired}\n"
     )
-
-
-# -- copying ------------------------------------------------------------------------
-
-
-@dataclass
-class CopyCounts:
-    """What :func:`copy_store` did with each entry it read."""
-
-    copied: int = 0
-    """Entries written to the destination."""
-    skipped: int = 0
-    """Entries left alone because the key exists in the destination (no-overwrite)."""
-    expired: int = 0
-    """Entries that expired or vanished between being read and being written."""
-
-    @property
-    def total(self) -> int:
-        """Every entry read from the source."""
-        return self.copied + self.skipped + self.expired
-
-    def __iadd__(self, other: CopyCounts) -> CopyCounts:
-        self.copied += other.copied
-        self.skipped += other.skipped
-        self.expired += other.expired
-        return self
-
-
-@dataclass
-class _Group:
-    """Entries of one batch written together, with the earliest deadline among them."""
-
-    deadline: float
-    items: dict[str, Any] = field(default_factory=dict)
-
-
-async def copy_store(
-    source: KVStore,
-    target: KVStore,
-    *,
-    prefix: str = "",
-    batch: int = DEFAULT_BATCH,
-    overwrite: bool = True,
-    ttl_precision: float = DEFAULT_TTL_PRECISION,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    on_batch: Callable[[CopyCounts], object] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> CopyCounts:
-    """Copy the live entries of *source* to *target*, keeping their remaining TTLs.
-
-    Reads ``entries(prefix)`` *batch* entries at a time and asks ``ttl(key)`` for
-    each. Persistent keys are written with one ``set_many``; keys with a TTL are
-    grouped by deadline, in windows of *ttl_precision* seconds, and each group is
-    written with one ``set_many`` whose TTL is the group's earliest deadline, so
-    no copy outlives its original (0 gives each key its own exact write). With
-    ``overwrite=False`` keys already in *target* are kept (``add``). The writes
-    of a batch run concurrently, at most *concurrency* at a time, which lets
-    SQLite commit them together and Redis pipeline them.
-
-    *on_batch* is called with the counts of each batch as it completes. Returns
-    the totals. *clock* must be monotonic seconds; only durations are used.
-
-    >>> counts = await copy_store(old.get_store("sessions"),   # doctest: +SKIP
-    ...                           new.get_store("sessions"))
-    """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
-    if not math.isfinite(ttl_precision) or ttl_precision < 0:
-        raise ValueError(f"ttl_precision must be finite seconds >= 0, got {ttl_precision!r}")
-    copier = _Copier(
-        source,
-        target,
-        overwrite=overwrite,
-        ttl_precision=ttl_precision,
-        concurrency=concurrency,
-        clock=clock,
-    )
-    totals = CopyCounts()
-    rows = source.entries(prefix)
-    try:
-        pending: list[tuple[str, Any]] = []
-        async for item in rows:
-            pending.append(item)
-            if len(pending) >= batch:
-                totals += await copier.copy_batch(pending, on_batch)
-                pending = []
-        if pending:
-            totals += await copier.copy_batch(pending, on_batch)
-    finally:
-        await _close_rows(rows)
-    return totals
-
-
-class _Copier:
-    def __init__(
-        self,
-        source: KVStore,
-        target: KVStore,
-        *,
-        overwrite: bool,
-        ttl_precision: float,
-        concurrency: int,
-        clock: Callable[[], float],
-    ) -> None:
-        self._source = source
-        self._target = target
-        self._overwrite = overwrite
-        self._precision = ttl_precision
-        self._limiter = anyio.CapacityLimiter(concurrency)
-        self._clock = clock
-
-    async def copy_batch(
-        self,
-        batch: list[tuple[str, Any]],
-        on_batch: Callable[[CopyCounts], object] | None,
-    ) -> CopyCounts:
-        counts = CopyCounts()
-        maybe_persistent: list[str] = []
-        groups: dict[float, _Group] = {}
-        # ttl() one key at a time: running them concurrently measured no faster
-        # on SQLite (one connection) and barely faster on Redis.
-        for key, value in batch:
-            # A deadline from the time *before* asking keeps the copy conservative.
-            asked_at = self._clock()
-            remaining = await self._source.ttl(key)
-            if remaining is None:
-                maybe_persistent.append(key)
-                continue
-            if remaining <= 0:
-                counts.expired += 1
-                continue
-            deadline = asked_at + remaining
-            window = math.ceil(deadline / self._precision) if self._precision else deadline
-            group = groups.get(window)
-            if group is None:
-                group = groups[window] = _Group(deadline)
-            group.deadline = min(group.deadline, deadline)
-            group.items[key] = value
-        writes: list[tuple[Mapping[str, Any], float | None]] = []
-        if maybe_persistent:
-            # ttl() is None both for a persistent key and for one that expired or
-            # was deleted since entries() yielded it: only the first is still there.
-            persistent = await self._source.get_many(maybe_persistent)
-            counts.expired += len(maybe_persistent) - len(persistent)
-            if persistent:
-                writes.append((persistent, None))
-        writes.extend((group.items, group.deadline) for group in groups.values())
-        if not self._overwrite:
-            # One bulk read spares an add() for keys already there (a rerun);
-            # add() itself still settles races with concurrent writers.
-            existing = await self._target.get_many([key for items, _ in writes for key in items])
-            counts.skipped += len(existing)
-            writes = [
-                ({key: value}, deadline)
-                for items, deadline in writes
-                for key, value in items.items()
-                if key not in existing
-            ]
-        counts += await self._write_all(writes)
-        if on_batch is not None:
-            on_batch(counts)
-        return counts
-
-    async def _write_all(self, writes: list[tuple[Mapping[str, Any], float | None]]) -> CopyCounts:
-        """Run the writes concurrently, at most *concurrency* at a time.
-
-        Concurrent writes are what the backends batch best: SQLite commits them
-        in one transaction, Redis pipelines them.
-        """
-        counts = CopyCounts()
-
-        async def write(items: Mapping[str, Any], deadline: float | None) -> None:
-            nonlocal counts
-            async with self._limiter:
-                counts += await self._write(items, deadline)
-
-        try:
-            async with anyio.create_task_group() as tasks:
-                # Soonest deadlines first: they are the ones that could run out.
-                for items, deadline in sorted(writes, key=_deadline_order):
-                    tasks.start_soon(write, items, deadline)
-        except ExceptionGroup as group:
-            # Callers expect the store's own error, not a task group's wrapper.
-            first = _first_leaf(group)
-            raise first from first.__cause__
-        return counts
-
-    async def _write(self, items: Mapping[str, Any], deadline: float | None) -> CopyCounts:
-        ttl = None if deadline is None else deadline - self._clock()
-        if ttl is not None and ttl <= 0:
-            return CopyCounts(expired=len(items))
-        if self._overwrite and len(items) > 1:
-            await self._target.set_many(items, ttl=ttl)
-            return CopyCounts(copied=len(items))
-        ((key, value),) = items.items()
-        if self._overwrite:
-            # A lone key: set() can share a pipeline with concurrent writes
-            # where a one-item set_many may need a transaction of its own.
-            await self._target.set(key, value, ttl=ttl)
-            return CopyCounts(copied=1)
-        if await self._target.add(key, value, ttl=ttl):
-            return CopyCounts(copied=1)
-        return CopyCounts(skipped=1)
-
-
-def _deadline_order(write: tuple[Mapping[str, Any], float | None]) -> float:
-    deadline = write[1]
-    return math.inf if deadline is None else deadline
-
-
-# -- progress -------------------------------------------------------------------------
-
-
-class Progress(Protocol):
-    """The part of a tqdm bar the copy uses."""
-
-    def update(self, n: int) -> object:
-        """Count *n* more entries done."""
-        ...
-
-    def close(self) -> object:
-        """Finish the display."""
-        ...
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class LineProgress:
-    """The fallback without tqdm: one stderr line, rewritten at most every *interval*.
-
-    Nothing is shown until *delay* seconds have passed, so short runs stay quiet.
-    """
-
-    def __init__(
-        self,
-        stream: TextIO,
-        *,
-        desc: str,
-        delay: float = 1.0,
-        interval: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stream = stream
-        self._desc = desc
-        self._delay = delay
-        self._interval = interval
-        self._clock = clock
-        self._started = clock()
-        self._last_shown: float | None = None
-        self.count = 0
-
-    def update(self, n: int) -> None:
-        """Count *n* more entries and redraw the line if it is due."""
-        self.count += n
-        now = self._clock()
-        if now - self._started < self._delay:
-            return
-        if self._last_shown is None or now - self._last_shown >= self._interval:
-            self._draw(now)
-
-    def close(self) -> None:
-        """Draw the final count and end the line (only if anything was shown)."""
-        if self._last_shown is not None or self._delay <= 0:
-            self._draw(self._clock())
-            self._stream.write("\n")
-            self._stream.flush()
-
-    def _draw(self, now: float) -> None:
-        elapsed = now - self._started
-        rate = self.count / elapsed if elapsed > 0 else 0.0
-        self._stream.write(f"\r{self._desc}: {self.count:,} keys ({rate:,.0f} keys/s)")
-        self._stream.flush()
-        self._last_shown = now
-
-
-def open_progress(enabled: bool | None, *, desc: str, stream: TextIO) -> Progress:
-    """A progress display on *stream*: tqdm when installed, else :class:`LineProgress`.
-
-    *enabled* None means automatic: only on a terminal, and only once the work
-    has taken a second. True shows it at once; False never.
-    """
-    if enabled is False or (enabled is None and not _isatty(stream)):
-        return _NoProgress()
-    delay = 1.0 if enabled is None else 0.0
-    try:
-        from tqdm import tqdm  # optional: the "cli" extra
-    except ImportError:
-        return LineProgress(stream, desc=desc, delay=delay)
-    bar: Progress = tqdm(desc=desc, unit=" keys", file=stream, delay=delay, dynamic_ncols=True)
-    return bar
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

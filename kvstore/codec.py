@@ -13,6 +13,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 import orjson
 
 from .errors import InvalidKeyError, InvalidTTLError, SerializationError
+from .options import check_seconds
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -170,24 +171,17 @@ def check_prefix(prefix: object) -> str:
 
 
 def check_ttl(ttl: object) -> float:
-    """Return *ttl* as a float if it is a finite number of seconds > 0."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise InvalidTTLError(
-            f"ttl must be a number of seconds (int or float), not {type(ttl).__name__}"
-        )
-    try:
-        seconds = float(ttl)
-    except OverflowError:  # an int too large for a float
-        seconds = math.inf
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidTTLError(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
-    if seconds > MAX_TTL:
-        # Redis rejects millisecond TTLs beyond 2**63; one limit keeps backends alike.
-        raise InvalidTTLError(
-            f"ttl must be at most {MAX_TTL:.0e} seconds (about 31 years), got {ttl!r};"
-            " use ttl=None for a key that never expires"
-        )
-    return seconds
+    """Return *ttl* as a float if it is a finite number of seconds > 0, at most :data:`MAX_TTL`.
+
+    Raises :class:`~kvstore.InvalidTTLError` (a ``ValueError``) otherwise, for a
+    wrong type too: a TTL is user input as much as a key is.
+    """
+    # Every write with a TTL comes here: an exact int or float in range is
+    # answered without the general validator's calls (NaN fails the comparison).
+    if (type(ttl) is float or type(ttl) is int) and 0 < ttl <= MAX_TTL:
+        return float(ttl)
+    # Redis rejects millisecond TTLs beyond 2**63; MAX_TTL keeps backends alike.
+    return check_seconds("ttl", ttl, maximum=MAX_TTL, error=InvalidTTLError)
 
 
 def check_store_name(name: object) -> str:

@@ -11,10 +11,11 @@ import time
 from array import array
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, ParamSpec, Self, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
+from .options import check_int
 from .protocol import KVStore
+from .wrapper import StoreWrapper
 
 __all__ = ["OPERATIONS", "MetricsStore", "OpMetrics", "StoreMetrics"]
 
@@ -190,7 +191,7 @@ def _percentile(ordered: list[float], percent: int) -> float:
     return ordered[max(rank, 1) - 1]
 
 
-class MetricsStore:
+class MetricsStore(StoreWrapper):
     """Wraps a store and counts and times every call that goes through it.
 
     Every call is counted: calls and errors per operation, hits and misses of
@@ -248,28 +249,20 @@ class MetricsStore:
         sample_every: int = DEFAULT_SAMPLE_EVERY,
         window: int = DEFAULT_WINDOW,
     ) -> None:
-        for option, number in (("sample_every", sample_every), ("window", window)):
-            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-                raise ValueError(f"{option} must be a positive int, got {number!r}")
+        self._sample_every = check_int("sample_every", sample_every, minimum=1)
+        self._window = check_int("window", window, minimum=1)
         if not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
-        self._inner = inner
+        super().__init__(inner)
         self._name = name
         if backend is None:
             label = getattr(inner, "backend", None)
             backend = label if isinstance(label, str) else type(inner).__name__
         self._backend = backend
         self._clock = clock
-        self._sample_every = sample_every
-        self._window = window
         self.reset_metrics()
 
     # -- labels -------------------------------------------------------------------
-
-    @property
-    def inner(self) -> KVStore:
-        """The wrapped store."""
-        return self._inner
 
     @property
     def name(self) -> str | None:
@@ -428,9 +421,7 @@ class MetricsStore:
             # Also on error and early close: the time the store spent so far.
             if timed:
                 op.record(spent)
-            close = getattr(rows, "aclose", None)
-            if close is not None:
-                await close()
+            await rows.aclose()
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Return ``{key: value}`` for the live keys among *keys*."""
@@ -458,12 +449,7 @@ class MetricsStore:
         return await self._observe(self._ops["add"], self._inner.add, key, value, ttl=ttl)
 
     async def update(
-        self,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = None,
-        ttl: float | None = None,
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
     ) -> Any:
         """Atomically replace the value of *key* by ``fn(current)`` and return it.
 
@@ -485,23 +471,7 @@ class MetricsStore:
         """Remove every key of the inner store's namespace."""
         await self._observe(self._ops["clear"], self._inner.clear)
 
-    # -- lifecycle -------------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Close the inner store (idempotent, as the inner store's ``aclose`` is)."""
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._inner.__aexit__(exc_type, exc, tb)
+    # -- lifecycle (aclose and async with: forwarded by StoreWrapper) ------------------
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._inner!r}, name={self._name!r})"

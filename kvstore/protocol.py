@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeGuard, runtime_checkable
 
@@ -35,8 +35,13 @@ class KVStore(Protocol):
         """Remove *key*; True if a live key was removed."""
         ...
 
-    def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
-        """Yield ``(key, value)`` for every live key starting with *prefix*."""
+    def entries(self, prefix: str = "") -> AsyncGenerator[tuple[str, Any], None]:
+        """Yield ``(key, value)`` for every live key starting with *prefix*.
+
+        An async generator (``async def`` with ``yield``), so a caller that stops
+        early can ``aclose()`` it (``contextlib.aclosing``) and release the
+        backend's cursor or scan at once instead of at garbage collection.
+        """
         ...
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -56,12 +61,7 @@ class KVStore(Protocol):
         ...
 
     async def update(
-        self,
-        key: str,
-        fn: Callable[[Any], Any],
-        *,
-        default: Any = None,
-        ttl: float | None = None,
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
     ) -> Any:
         """Atomically store and return ``fn(current value or default)``."""
         ...

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import math
 import os
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from .base import BaseStore
-from .codec import check_store_name
+from .codec import MAX_TTL, check_store_name
 from .errors import ConfigError, StoreClosedError, UnsupportedBackendError
+from .options import check_seconds, parse_float
 from .protocol import KVStore
 
 if TYPE_CHECKING:
@@ -27,8 +26,8 @@ BACKENDS: Final[Mapping[str, tuple[str, str]]] = {
     "redis": ("kvstore.backends.redis", "RedisStore"),
     "rediss": ("kvstore.backends.redis", "RedisStore"),
     "unix": ("kvstore.backends.redis", "RedisStore"),
-    "redis+cluster": ("kvstore.backends.redis", "RedisStore"),
-    "rediss+cluster": ("kvstore.backends.redis", "RedisStore"),
+    "redis+cluster": ("kvstore.backends.redis", "RedisClusterStore"),
+    "rediss+cluster": ("kvstore.backends.redis", "RedisClusterStore"),
 }
 
 ENV_BACKENDS: Final = ("memory", "sqlite", "redis", "redis-cluster")
@@ -66,8 +65,8 @@ def open_store(url: str, **options: Any) -> BaseStore:
 
     Schemes: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``redis://host:port/db``, ``rediss://…`` (TLS), ``unix:///path.sock``, and
-    for Redis Cluster ``redis+cluster://host:port[,host:port…]/`` and
-    ``rediss+cluster://…`` (TLS).
+    for Redis Cluster (a :class:`~kvstore.RedisClusterStore`)
+    ``redis+cluster://host:port[,host:port…]/`` and ``rediss+cluster://…`` (TLS).
     Keyword options go to the backend's constructor (``default_ttl``,
     ``max_value_bytes``, …).
 
@@ -161,12 +160,7 @@ class StoreService:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:
@@ -240,15 +234,12 @@ def service_from_env(environ: Mapping[str, str] | None = None, **options: Any) -
 
 
 def _parse_ttl_env(raw: str) -> float | None:
-    raw = raw.strip()
-    if not raw:
+    """``KV_STORE_TTL``: seconds > 0 (at most MAX_TTL), or empty for no default TTL."""
+    if not raw.strip():
         return None
     try:
-        seconds = float(raw)
-    except ValueError:
+        return check_seconds("the default TTL", parse_float(raw), maximum=MAX_TTL, error=ValueError)
+    except ValueError as err:
         raise ConfigError(
-            f"KV_STORE_TTL={raw!r} is not a number of seconds (use e.g. 3600, or leave it empty)"
+            f"KV_STORE_TTL={raw!r} is invalid: {err} (use e.g. 3600, or leave it empty)"
         ) from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"KV_STORE_TTL={raw!r} must be a finite number of seconds > 0")
-    return seconds

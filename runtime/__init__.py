@@ -9,19 +9,23 @@
 from __future__ import annotations
 
 from .agent import AgentRuntime
-from .messages import Message
-from .plugins import Plugin, ProviderError, RuntimeStateError, Service
-from .sessions import (
+from .errors import (
     ContentTooLargeError,
-    Exchange,
     InvalidSessionInputError,
-    MessagePage,
-    Session,
+    ProviderError,
+    RuntimeStateError,
     SessionError,
     SessionExpiredError,
-    SessionManager,
     SessionNotFoundError,
     SessionRenewalError,
+)
+from .messages import Message
+from .plugins import Plugin, Service
+from .sessions import (
+    Exchange,
+    MessagePage,
+    Session,
+    SessionManager,
     SessionsConfig,
     TimeoutConfig,
 )

@@ -30,12 +30,11 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import Any, Final, Self
 
 import anyio
 
 from kvstore import (
-    ConfigError,
     KVStoreService,
     MemoryStore,
     StoreService,
@@ -43,13 +42,13 @@ from kvstore import (
     service_from_env,
 )
 
+from .errors import ProviderError, RuntimeStateError
 from .messages import Message
-from .plugins import Handler, Plugin, Provider, ProviderError, RuntimeStateError, Service
+from .plugins import Handler, Plugin, Provider, Service
 from .plugins import service_name as _service_name
+from .sessions import SessionManager, SessionsConfig
+from .settings import SettingValue, check_settings, count_setting, seconds_setting
 from .state import DEFAULT_STATE_TTL, STATE_CACHE_STORE, StateCache
-
-if TYPE_CHECKING:
-    from .sessions import SessionManager, SessionsConfig
 
 __all__ = ["DEFAULT_STATE_CACHE_MAX_ENTRIES", "AgentRuntime", "echo_handler"]
 
@@ -57,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_CACHE_MAX_ENTRIES: Final = 10_000
 """Bound of the in-memory fallback's ``state_cache`` store (``STATE_CACHE_MAX_ENTRIES``)."""
-
-SettingValue = str | int | float
 
 
 async def echo_handler(runtime: AgentRuntime, message: Message, state: dict[str, Any]) -> str:
@@ -129,7 +126,7 @@ class AgentRuntime:
             )
         self.agent_id: str = agent_id
         """This agent's id."""
-        self.settings: dict[str, SettingValue] = _check_settings(settings)
+        self.settings: dict[str, SettingValue] = check_settings(settings)
         """Runtime settings (``STATE_CACHE_TTL``, ``STATE_CACHE_MAX_ENTRIES``, your own)."""
         self.sessions_config: SessionsConfig | None = sessions_config
         """Configuration handed to ``runtime.sessions`` at :meth:`initialize`."""
@@ -251,8 +248,8 @@ class AgentRuntime:
                 return
             if self._phase is _Phase.CLOSED:
                 raise RuntimeStateError("a closed runtime cannot be initialised again")
-            state_ttl = _seconds_setting(self.settings, "STATE_CACHE_TTL", DEFAULT_STATE_TTL)
-            max_entries = _count_setting(
+            state_ttl = seconds_setting(self.settings, "STATE_CACHE_TTL", DEFAULT_STATE_TTL)
+            max_entries = count_setting(
                 self.settings, "STATE_CACHE_MAX_ENTRIES", DEFAULT_STATE_CACHE_MAX_ENTRIES
             )
             try:
@@ -264,8 +261,6 @@ class AgentRuntime:
                 self._state_cache = StateCache(
                     self._kv_service.get_store(STATE_CACHE_STORE), ttl=state_ttl
                 )
-                from .sessions import SessionManager
-
                 self._sessions = SessionManager(self, config=self.sessions_config)
             except BaseException:
                 await self._teardown(reraise=False)
@@ -472,41 +467,3 @@ class AgentRuntime:
 def _callable_name(fn: object) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     return name if isinstance(name, str) else repr(fn)
-
-
-def _check_settings(settings: Mapping[str, SettingValue] | None) -> dict[str, SettingValue]:
-    checked = dict(settings or {})
-    for key, value in checked.items():
-        if not isinstance(key, str):
-            raise TypeError(f"setting names must be str, got {key!r}")
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise TypeError(
-                f"setting {key!r} must be a str, int or float, not {type(value).__name__}"
-            )
-    return checked
-
-
-def _seconds_setting(settings: Mapping[str, SettingValue], name: str, default: float) -> float:
-    raw = settings.get(name)
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return default
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ConfigError(f"setting {name}={raw!r} is not a number of seconds") from None
-    if not 0 < seconds < float("inf"):
-        raise ConfigError(f"setting {name}={raw!r} must be a finite number of seconds > 0")
-    return seconds
-
-
-def _count_setting(settings: Mapping[str, SettingValue], name: str, default: int) -> int:
-    raw = settings.get(name)
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return default
-    try:
-        count = int(raw)
-    except (ValueError, OverflowError):
-        raise ConfigError(f"setting {name}={raw!r} is not a whole number") from None
-    if count < 1 or count != float(raw):
-        raise ConfigError(f"setting {name}={raw!r} must be a whole number >= 1")
-    return count

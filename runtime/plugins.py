@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
+from kvstore import KVStoreService
+
+from .errors import ProviderError, RuntimeStateError
 from .messages import Message
-
-if TYPE_CHECKING:
-    from .agent import AgentRuntime
+from .state import StateCache
 
 __all__ = [
     "Handler",
     "Plugin",
+    "PluginRuntime",
     "Provider",
     "ProviderError",
     "RuntimeStateError",
@@ -31,26 +33,54 @@ __all__ = [
     "service_name",
 ]
 
-Provider: TypeAlias = Callable[["AgentRuntime", Message], Awaitable[Mapping[str, Any]]]
-"""An async callable ``(runtime, message) -> dict`` contributing to a message's state."""
 
-Handler: TypeAlias = Callable[["AgentRuntime", Message, dict[str, Any]], Awaitable[str]]
-"""An async callable ``(runtime, message, state) -> str`` giving the agent's reply."""
+class PluginRuntime(Protocol):
+    """What services, providers and handlers can count on from the runtime running them.
 
-
-class RuntimeStateError(RuntimeError):
-    """A runtime method was called in the wrong lifecycle phase.
-
-    For example registering a service after :meth:`AgentRuntime.initialize`,
-    or using ``runtime.state_cache`` before it.
+    :class:`~runtime.AgentRuntime` satisfies it. Plugin code may annotate its
+    ``runtime`` parameter with this protocol (it then works with any runtime
+    offering these members) or with ``AgentRuntime``.
     """
 
+    @property
+    def agent_id(self) -> str:
+        """The agent's id."""
+        ...
 
-class ProviderError(RuntimeError):
-    """A provider raised (or returned something other than a dict) while composing state.
+    @property
+    def settings(self) -> dict[str, str | int | float]:
+        """The runtime's settings."""
+        ...
 
-    The provider's own exception is chained as ``__cause__``.
-    """
+    @property
+    def kv_service(self) -> KVStoreService:
+        """The store service holding the agent's state."""
+        ...
+
+    @property
+    def state_cache(self) -> StateCache:
+        """The composed states by message id."""
+        ...
+
+    def get_service(self, name: str) -> object | None:
+        """The first registered service called *name*, or None."""
+        ...
+
+
+# The runtime parameter is Any, not PluginRuntime: a Callable's parameters are
+# contravariant, so a provider annotated `(runtime: AgentRuntime, ...)` would
+# not be accepted as a `Callable[[PluginRuntime, ...], ...]`.
+Provider: TypeAlias = Callable[[Any, Message], Awaitable[Mapping[str, Any]]]
+"""An async callable ``(runtime, message) -> dict`` contributing to a message's state.
+
+*runtime* is the :class:`PluginRuntime` (an ``AgentRuntime``) composing the state.
+"""
+
+Handler: TypeAlias = Callable[[Any, Message, dict[str, Any]], Awaitable[str]]
+"""An async callable ``(runtime, message, state) -> str`` giving the agent's reply.
+
+*runtime* is the :class:`PluginRuntime` (an ``AgentRuntime``) replying.
+"""
 
 
 class Service:
@@ -78,8 +108,13 @@ class Service:
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
 
-    async def start(self, runtime: AgentRuntime) -> None:
-        """Called once by ``runtime.initialize()``; the default does nothing."""
+    # Any for the reason given at Provider: subclasses annotate the runtime as
+    # AgentRuntime or PluginRuntime, and an override may not narrow its parameter.
+    async def start(self, runtime: Any) -> None:
+        """Called once by ``runtime.initialize()`` with that runtime (a :class:`PluginRuntime`).
+
+        The default does nothing.
+        """
 
     async def stop(self) -> None:
         """Called once by ``runtime.aclose()`` if :meth:`start` succeeded; does nothing."""

@@ -1,10 +1,44 @@
-"""Shared fixtures. Backend-specific fixtures live in fixtures_*.py plugins."""
+"""Shared fixtures and Hypothesis profiles. Backend-specific fixtures live in fixtures_*.py plugins.
+
+Hypothesis profiles (``HYPOTHESIS_PROFILE`` picks one by name; otherwise ``ci``
+when ``CI`` is set, else ``dev``):
+
+- ``dev``: random exploration, 100 examples per property, and no per-example
+  deadline: a shared, loaded machine makes timing an unreliable signal, and
+  ``HealthCheck.too_slow`` is timing too.
+- ``ci``: the same, derandomized (every run tries the same examples, so a red
+  CI is reproducible with ``CI=1`` and never a roll of the dice) with half the
+  examples, so the property tests stay bounded on a 2-core runner. A failure
+  prints its ``@reproduce_failure`` blob. Random exploration stays the job of
+  local runs.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["fixtures_sqlite", "fixtures_redis", "fixtures_cluster"]
+
+settings.register_profile(
+    "dev",
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    settings.get_profile("dev"),
+    max_examples=50,
+    derandomize=True,
+    database=None,  # a fresh clone has none, and derandomized runs need none
+    print_blob=True,
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Redis Cluster fixtures: one private 3-primary cluster for the whole run, flushed per test.
 
-The cluster is started by :class:`kvstore.redis_server.RedisServerCluster`:
+The cluster is started by :class:`kvstore.testing.redis_cluster.RedisServerCluster`:
 three ``redis-server --cluster-enabled yes`` processes on free loopback ports
 (never the system Redis), joined with ``redis-cli --cluster create``, ready
 once every node reports ``cluster_state:ok`` (about 2 s). Tests that break a
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from fixtures_redis import require_redis_binaries, server_side_ttl_backend
 
-from kvstore.redis_server import RedisServerCluster
 from kvstore.testing import ContractBackend
+from kvstore.testing.redis_cluster import RedisServerCluster
 
 
 def require_redis_cluster_tools() -> None:
@@ -47,9 +47,12 @@ def cluster_url(redis_cluster: RedisServerCluster) -> str:
 
 
 @pytest.fixture
-def cluster_contract_backend(cluster_url: str) -> ContractBackend:
-    """The contract's view of the session's Redis Cluster."""
-    return server_side_ttl_backend(cluster_url)
+def cluster_contract_backend(
+    cluster_url: str, redis_cluster: RedisServerCluster
+) -> ContractBackend:
+    """The contract's view of the session's Redis Cluster (time moves on every node)."""
+    nodes = [f"redis://{node.host}:{node.port}/0" for node in redis_cluster.nodes]
+    return server_side_ttl_backend(cluster_url, nodes)
 
 
 @pytest.fixture

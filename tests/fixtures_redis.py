@@ -1,6 +1,6 @@
 """Redis fixtures: one private redis-server for the whole run, flushed before each test.
 
-The server is started by :class:`kvstore.redis_server.RedisServer` on a free
+The server is started by :class:`kvstore.testing.redis_server.RedisServer` on a free
 loopback port (never the system Redis on 6379). Without a ``redis-server``
 binary the Redis tests are skipped locally and fail under CI (env ``CI`` set).
 """
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import anyio
 import pytest
 
 import kvstore
-from kvstore.redis_server import RedisServer
 from kvstore.testing import ContractBackend
+from kvstore.testing.redis_server import RedisServer
 
 UNIX_SOCKET_NAME = "redis.sock"
 
@@ -30,13 +31,42 @@ def require_redis_binaries(*names: str) -> None:
         pytest.skip(message)
 
 
-def server_side_ttl_backend(url: str) -> ContractBackend:
-    """The contract's view of a Redis URL: TTLs are server-side, so time passes by sleeping."""
+async def shift_server_clocks(servers: Sequence[str], seconds: float) -> None:
+    """Make *seconds* pass for the TTLs on *servers* (Redis URLs), without waiting.
+
+    Redis expires keys on its own clock, which a test cannot move; moving every
+    deadline closer by the same amount is the same thing for a store. A key due
+    within *seconds* is left 1 ms and then really expires on the server's clock
+    (lazily, on the next access), as it would have.
+    """
+    import redis.asyncio  # here, not at the top: this plugin loads even without the driver
+
+    shift = round(seconds * 1000)
+    for url in servers:
+        async with redis.asyncio.Redis.from_url(url, socket_timeout=30) as client:
+            async for key in client.scan_iter(count=1000):
+                remaining = await client.pttl(key)  # -1: no TTL, -2: gone meanwhile
+                if remaining > shift:
+                    await client.pexpire(key, remaining - shift)
+                elif remaining >= 0:
+                    await client.pexpire(key, 1)
+    await anyio.sleep(0.002)  # the last 1 ms on the servers' clock
+
+
+def server_side_ttl_backend(url: str, servers: Sequence[str] = ()) -> ContractBackend:
+    """The contract's view of a Redis URL; *servers* (default: *url*) hold its keys.
+
+    TTLs are server-side: time passes by :func:`shift_server_clocks`, so TTL
+    tests take no real time and no timing window of a loaded machine matters.
+    """
 
     def open_service(default_ttl: float | None = None) -> kvstore.StoreService:
         return kvstore.open_service(url, default_ttl=default_ttl)
 
-    return ContractBackend(open_service=open_service, ttl_unit=0.2)
+    async def advance(seconds: float) -> None:
+        await shift_server_clocks(servers or [url], seconds)
+
+    return ContractBackend(open_service=open_service, advance=advance, ttl_unit=10.0)
 
 
 @pytest.fixture(scope="session")

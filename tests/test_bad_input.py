@@ -209,6 +209,9 @@ URL_CASES: Final[list[UrlCase]] = [
     UrlCase("url-no-separator", *UNSUPPORTED, ("memory://",), "redis:127.0.0.1"),
     UrlCase("memory-bad-option", *CONFIG, ("bogus",), "memory://?bogus=1"),
     UrlCase("memory-bad-number", *CONFIG, ("max_entries", "many"), "memory://?max_entries=many"),
+    UrlCase("memory-zero-entries", *CONFIG, ("max_entries", ">= 1"), "memory://?max_entries=0"),
+    UrlCase("memory-negative-ttl", *CONFIG, ("default_ttl", "> 0"), "memory://?default_ttl=-1"),
+    UrlCase("memory-repeated-option", *CONFIG, ("twice",), "memory://?default_ttl=1&default_ttl=2"),
     UrlCase("sqlite-host-part", *CONFIG, ("host",), "sqlite://host/kv.db"),
     UrlCase("sqlite-no-path", *CONFIG, ("sqlite:///",), "sqlite:///"),
     UrlCase("sqlite-bad-option", *CONFIG, ("bogus",), "sqlite:///kv.db?bogus=1"),
@@ -275,6 +278,7 @@ ENV_CASES: Final[list[EnvCase]] = [
     EnvCase("env-ttl-negative", *CONFIG, ("kv_store_ttl", "-5"), {"KV_STORE_TTL": "-5"}),
     EnvCase("env-ttl-zero", *CONFIG, ("kv_store_ttl",), {"KV_STORE_TTL": "0"}),
     EnvCase("env-ttl-nan", *CONFIG, ("kv_store_ttl", "nan"), {"KV_STORE_TTL": "nan"}),
+    EnvCase("env-ttl-too-long", *CONFIG, ("kv_store_ttl", "<= 1e+09"), {"KV_STORE_TTL": "1e10"}),
     EnvCase(
         "env-ttl-inf",
         *CONFIG,

@@ -16,15 +16,18 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import pytest
 
 from kvstore import BackendUnavailableError, MemoryStore, StoreMetrics, open_service
-from kvstore.cli import LineProgress, copy_store, main, open_progress
+from kvstore.cli import main
+from kvstore.copy import copy_store
+from kvstore.progress import LineProgress, open_progress
 from kvstore.protocol import KVStore
 from kvstore.testing import ManualClock
+from kvstore.wrapper import StoreWrapper
 
 # Remaining TTLs are measured on two stores a little apart in time; the copy may
 # also shorten a TTL by up to --ttl-precision (1 s by default).
@@ -303,25 +306,19 @@ def test_copy_sqlite_to_redis(
 # -- copy_store (the library function behind `copy`) ----------------------------------
 
 
-class _Recording:
+class _Recording(StoreWrapper):
     """Delegates to a store, records the TTL of each write, advances a clock on ttl()."""
 
     def __init__(self, inner: KVStore, clock: ManualClock, *, tick: float = 0.0) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.clock = clock
         self.tick = tick
         self.writes: list[float | None] = []
-
-    def entries(self, prefix: str = "") -> Any:
-        return self.inner.entries(prefix)
 
     async def ttl(self, key: str) -> float | None:
         remaining = await self.inner.ttl(key)
         self.clock.advance_by(self.tick)
         return remaining
-
-    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        return await self.inner.get_many(keys)
 
     async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
         self.writes.append(ttl)
@@ -330,9 +327,6 @@ class _Recording:
     async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
         self.writes.append(ttl)
         await self.inner.set(key, value, ttl=ttl)
-
-    async def add(self, key: str, value: Any, *, ttl: float | None = None) -> bool:
-        return await self.inner.add(key, value, ttl=ttl)
 
 
 @pytest.mark.parametrize(("precision", "writes"), [(0.0, 20), (1.0, 11), (100.0, 1)])
@@ -344,9 +338,7 @@ def test_copy_store_groups_deadlines_by_precision(precision: float, writes: int)
     async def scenario() -> None:
         for i in range(20):  # deadlines 10.0, 10.5, 11.0, ... two per second
             await source.set(f"k{i}", i, ttl=10 + i / 2)
-        counts = await copy_store(
-            source, cast(KVStore, recorder), batch=100, ttl_precision=precision, clock=clock
-        )
+        counts = await copy_store(source, recorder, batch=100, ttl_precision=precision, clock=clock)
         assert (counts.copied, counts.skipped, counts.expired) == (20, 0, 0)
         assert len(recorder.writes) == writes
         for i in range(20):
@@ -367,7 +359,7 @@ def test_copy_store_counts_keys_expiring_during_the_copy() -> None:
         await source.set_many({f"short{i}": i for i in range(3)}, ttl=2.5)
         await source.set_many({f"long{i}": i for i in range(3)}, ttl=1000)
         await source.set("persistent", "p")
-        counts = await copy_store(cast(KVStore, slow_source), target, batch=100, clock=clock)
+        counts = await copy_store(slow_source, target, batch=100, clock=clock)
         copied = {k async for k, _ in target.entries()}
         assert counts.copied == len(copied)
         assert counts.copied + counts.expired == 7
@@ -388,7 +380,7 @@ def test_copy_store_persistent_key_deleted_meanwhile_is_not_resurrected() -> Non
 
     async def scenario() -> None:
         await source.set_many({"a": 1, "b": 2})
-        counts = await copy_store(cast(KVStore, Deleting(source, clock)), target)
+        counts = await copy_store(Deleting(source, clock), target)
         assert (counts.copied, counts.expired) == (0, 2)
         assert [kv async for kv in target.entries()] == []
 
@@ -408,7 +400,7 @@ def test_copy_store_no_overwrite_relies_on_add_for_races() -> None:
 
     async def scenario() -> None:
         await source.set_many({"k0": 0, "k1": 1})
-        racing = cast(KVStore, Racing(target, clock))
+        racing = Racing(target, clock)
         counts = await copy_store(source, racing, overwrite=False, clock=clock)
         assert (counts.copied, counts.skipped) == (1, 1)
         assert await target.get_many(["k0", "k1"]) == {"k0": 0, "k1": "theirs"}
@@ -431,7 +423,7 @@ def test_copy_store_raises_the_store_error_not_a_group() -> None:
     async def scenario() -> None:
         await source.set_many({f"k{i}": i for i in range(10)})
         await source.set_many({f"t{i}": i for i in range(10)}, ttl=50)
-        target = cast(KVStore, _Failing(MemoryStore(clock=clock), clock))
+        target = _Failing(MemoryStore(clock=clock), clock)
         with pytest.raises(BackendUnavailableError, match="cannot write") as info:
             await copy_store(source, target, ttl_precision=0, clock=clock)
         assert type(info.value) is BackendUnavailableError
@@ -440,11 +432,19 @@ def test_copy_store_raises_the_store_error_not_a_group() -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("batch", 0), ("concurrency", 0), ("ttl_precision", -1.0)]
+    ("option", "value", "error"),
+    [
+        ("batch", 0, ValueError),
+        ("concurrency", 0, ValueError),
+        ("ttl_precision", -1.0, ValueError),
+        ("batch", 1.5, TypeError),
+        ("concurrency", True, TypeError),
+        ("ttl_precision", "1", TypeError),
+    ],
 )
-def test_copy_store_rejects_bad_options(option: str, value: Any) -> None:
+def test_copy_store_rejects_bad_options(option: str, value: Any, error: type[Exception]) -> None:
     async def scenario() -> None:
-        with pytest.raises(ValueError, match=option):
+        with pytest.raises(error, match=option):
             await copy_store(MemoryStore(), MemoryStore(), **{option: value})
 
     _run(scenario)
@@ -521,6 +521,34 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["copy", "sqlite:///a.db", "sqlite:///b.db", "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
     assert main([]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["entries", "memory://", "--limit", "ten"], ("--limit", "whole number", "'ten'")),
+        (
+            ["copy", "sqlite:///a.db", "sqlite:///b.db", "--concurrency", "0"],
+            ("--concurrency", ">= 1"),
+        ),
+        (
+            ["copy", "sqlite:///a.db", "sqlite:///b.db", "--ttl-precision", "-1"],
+            ("--ttl-precision", ">= 0"),
+        ),
+        (
+            ["copy", "sqlite:///a.db", "sqlite:///b.db", "--ttl-precision", "nan"],
+            ("--ttl-precision", "finite"),
+        ),
+    ],
+)
+def test_bad_numbers_name_the_flag_and_what_is_allowed(
+    argv: list[str], words: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage line
+    assert line.startswith("kvstore: error: argument ")
+    for word in words:
+        assert word in line
 
 
 @pytest.mark.redis

@@ -1,4 +1,4 @@
-"""RedisStore on a real local Redis Cluster (three primaries).
+"""RedisClusterStore on a real local Redis Cluster (three primaries).
 
 The shipped contract runs unchanged; then what only a cluster shows: keys spread
 over every node, bulk calls split per slot (counted by the servers themselves),
@@ -12,9 +12,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import statistics
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -26,18 +25,21 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+import kvstore
 from kvstore import (
     BackendUnavailableError,
     ConfigError,
     KVStoreError,
     MetricsStore,
+    RedisClusterStore,
+    RedisStore,
     open_service,
     open_store,
     service_from_env,
 )
-from kvstore.backends.redis import RedisStore
-from kvstore.redis_server import RedisServer, RedisServerCluster, RedisServerError
 from kvstore.testing import ContractBackend, KVStoreContract, ManualClock
+from kvstore.testing.redis_cluster import RedisServerCluster
+from kvstore.testing.redis_server import RedisServer, RedisServerError
 from runtime.agent import AgentRuntime
 from runtime.sessions import Session, SessionManager, SessionNotFoundError, SessionsConfig
 
@@ -94,9 +96,11 @@ def distinct_slot_keys(count: int, prefix: bytes = b"kv:default:") -> list[str]:
 
 
 @pytest.fixture(params=[True, False], ids=["auto_pipeline", "no_auto_pipeline"])
-async def store(cluster_url: str, request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
+async def store(
+    cluster_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[RedisClusterStore]:
     """A store on the session cluster, with and without auto-pipelining."""
-    async with RedisStore(cluster_url, auto_pipeline=request.param) as store:
+    async with RedisClusterStore(cluster_url, auto_pipeline=request.param) as store:
         yield store
 
 
@@ -106,21 +110,19 @@ async def store(cluster_url: str, request: pytest.FixtureRequest) -> AsyncIterat
 async def test_open_store_and_service_pick_cluster_mode(cluster_url: str) -> None:
     store = open_store(cluster_url + "?namespace=app&retries=1&socket_timeout=1.5")
     try:
-        assert isinstance(store, RedisStore) and store.is_cluster
-        assert (store.backend, RedisStore.backend) == ("redis-cluster", "redis")
+        assert isinstance(store, RedisClusterStore) and store.is_cluster
+        assert (store.backend, RedisClusterStore.backend) == ("redis-cluster", "redis-cluster")
         assert (store.namespace, store.default_ttl) == ("app", None)
-        assert isinstance(store.cluster_client, RedisCluster)
-        assert store.cluster_client.get_connection_kwargs()["socket_timeout"] == 1.5
-        with pytest.raises(KVStoreError, match="cluster_client"):
-            _ = store.client
+        assert isinstance(store.client, RedisCluster)
+        assert store.cluster_client is store.client  # the name from round 1
+        assert store.client.get_connection_kwargs()["socket_timeout"] == 1.5
         await store.set("k", {"v": 1})
         assert await store.get("k") == {"v": 1}
     finally:
         await store.aclose()
-    standalone = RedisStore("redis://127.0.0.1:1/0")
+    standalone = open_store("redis://127.0.0.1:1/0")
+    assert isinstance(standalone, RedisStore) and not isinstance(standalone, RedisClusterStore)
     assert not standalone.is_cluster and standalone.backend == "redis"
-    with pytest.raises(KVStoreError, match=r"\.client"):
-        _ = standalone.cluster_client
     await standalone.aclose()
     service = open_service(cluster_url)
     try:
@@ -134,9 +136,9 @@ async def test_open_store_and_service_pick_cluster_mode(cluster_url: str) -> Non
 
 async def test_one_node_is_enough_to_find_the_others(redis_cluster: RedisServerCluster) -> None:
     last = redis_cluster.nodes[-1]
-    async with RedisStore(f"redis+cluster://{last.host}:{last.port}") as store:
+    async with RedisClusterStore(f"redis+cluster://{last.host}:{last.port}") as store:
         await store.set_many({f"k{i}": i for i in range(30)})
-        assert len(store.cluster_client.get_primaries()) == 3
+        assert len(store.client.get_primaries()) == 3
         assert await store.get_many([f"k{i}" for i in range(30)]) == {f"k{i}": i for i in range(30)}
         await store.clear()
 
@@ -147,13 +149,14 @@ async def test_service_from_env_and_runtime(redis_cluster: RedisServerCluster) -
         service = service_from_env({"KV_STORE_BACKEND": "redis-cluster", "REDIS_URL": url})
         try:
             backend = service.backend
-            assert isinstance(backend, RedisStore) and backend.is_cluster
+            assert isinstance(backend, RedisClusterStore) and backend.is_cluster
             await service.get_store("env").set("k", url)
             assert await service.get_store("env").get("k") == url
         finally:
             await service.aclose()
+    # The scheme decides: KV_STORE_BACKEND=redis with a cluster URL is a cluster store.
     service = service_from_env({"KV_STORE_BACKEND": "redis", "REDIS_URL": redis_cluster.url})
-    assert isinstance(service.backend, RedisStore) and service.backend.is_cluster
+    assert isinstance(service.backend, RedisClusterStore)
     await service.aclose()
     for bad in ("unix:///tmp/redis.sock", "http://x", "redis+cluster://h:1/2"):
         with pytest.raises(ConfigError, match="REDIS_URL"):
@@ -185,20 +188,80 @@ def test_bad_cluster_urls_raise_config_error(url: str, message: str) -> None:
 
 
 async def test_url_forms() -> None:
-    secret = RedisStore.from_url("redis+cluster://user:s3cret@127.0.0.1:7000,127.0.0.1:7001/0")
+    secret = RedisClusterStore.from_url(
+        "redis+cluster://user:s3cret@127.0.0.1:7000,127.0.0.1:7001/0"
+    )
     assert "s3cret" not in repr(secret) and "7001" in repr(secret)
-    kwargs = secret.cluster_client.get_connection_kwargs()
+    kwargs = secret.client.get_connection_kwargs()
     assert (kwargs["username"], kwargs["password"]) == ("user", "s3cret")
-    assert set(secret.cluster_client.nodes_manager.startup_nodes) == {
+    assert set(secret.client.nodes_manager.startup_nodes) == {
         "127.0.0.1:7000",
         "127.0.0.1:7001",
     }
-    tls = RedisStore.from_url("rediss+cluster://127.0.0.1:7000/?ssl_cert_reqs=none")
-    assert tls.cluster_client.get_connection_kwargs()["connection_class"] is SSLConnection
-    default_port = RedisStore.from_url("redis+cluster://127.0.0.1/")
-    assert set(default_port.cluster_client.nodes_manager.startup_nodes) == {"127.0.0.1:6379"}
+    tls = RedisClusterStore.from_url("rediss+cluster://127.0.0.1:7000/?ssl_cert_reqs=none")
+    assert tls.client.get_connection_kwargs()["connection_class"] is SSLConnection
+    default_port = RedisClusterStore.from_url("redis+cluster://127.0.0.1/")
+    assert set(default_port.client.nodes_manager.startup_nodes) == {"127.0.0.1:6379"}
     for store in (secret, tls, default_port):
         await store.aclose()
+
+
+# -- one class per mode -------------------------------------------------------------------------
+
+
+async def test_the_cluster_store_is_public_and_chosen_by_scheme() -> None:
+    assert "RedisClusterStore" in kvstore.__all__ and kvstore.RedisClusterStore is RedisClusterStore
+    assert (RedisClusterStore.backend, RedisStore.backend) == ("redis-cluster", "redis")
+    urls = [
+        "redis+cluster://127.0.0.1:7000/",
+        "rediss+cluster://user:s3cret@127.0.0.1:7000,127.0.0.1:7001/",
+        "REDIS+CLUSTER://127.0.0.1:7000/",
+    ]
+    for url in urls:
+        store = open_store(url)
+        assert type(store) is RedisClusterStore and "s3cret" not in repr(store)
+        await store.aclose()
+    environ = {"KV_STORE_BACKEND": "redis-cluster", "REDIS_URL": "redis://127.0.0.1:7000"}
+    for service in (open_service(urls[0]), service_from_env(environ)):
+        assert type(service.backend) is RedisClusterStore
+        sessions = service.get_store("sessions")
+        assert isinstance(sessions, MetricsStore) and sessions.backend == "redis-cluster"
+        await service.aclose()
+    for url in ("redis://127.0.0.1:7000/0", "unix:///tmp/redis.sock"):
+        assert type(open_store(url)) is RedisStore
+        await open_store(url).aclose()
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://127.0.0.1:7000/", "rediss+cluster://user:s3cret@127.0.0.1:7000/0"]
+)
+def test_redis_store_refuses_a_cluster_url(url: str) -> None:
+    for build in (RedisStore, RedisStore.from_url):
+        with pytest.raises(ConfigError, match="use RedisClusterStore") as info:
+            build(url)
+        assert "s3cret" not in str(info.value)
+
+
+async def test_each_class_refuses_the_other_modes_client_and_urls() -> None:
+    cluster_client = RedisCluster(host="127.0.0.1", port=7000)
+    server_client = redis.asyncio.Redis(host="127.0.0.1", port=6379)
+    try:
+        with pytest.raises(ConfigError, match=r"use RedisClusterStore\(client\)"):
+            RedisStore(cluster_client)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=r"use RedisStore\(client\)"):
+            RedisClusterStore(server_client)  # type: ignore[arg-type]
+    finally:
+        await cluster_client.aclose()
+        await server_client.aclose()
+    for url in ("redis://user:s3cret@127.0.0.1:7000/0", "rediss://127.0.0.1/", "unix:///r.sock"):
+        for build in (RedisClusterStore, RedisClusterStore.from_url):
+            with pytest.raises(ConfigError, match="for one server use RedisStore") as info:
+                build(url)
+            assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match="redis\\+cluster://"):
+        RedisClusterStore("http://127.0.0.1:7000/")
+    with pytest.raises(TypeError, match="RedisCluster client"):
+        RedisClusterStore(7000)  # type: ignore[arg-type]
 
 
 async def test_a_cluster_client_passed_in_is_used_and_not_closed(
@@ -207,22 +270,22 @@ async def test_a_cluster_client_passed_in_is_used_and_not_closed(
     node = redis_cluster.nodes[0]
     client = RedisCluster(host=node.host, port=node.port, retry=Retry(NoBackoff(), 0))
     try:
-        store = RedisStore(client, namespace="passed")
-        assert store.is_cluster and store.cluster_client is client
+        store = RedisClusterStore(client, namespace="passed")
+        assert store.is_cluster and store.client is client
         await store.set_many({f"k{i}": i for i in range(20)})
         await store.aclose()
         assert await client.get("kv:passed:k3") == b"3"  # still open
     finally:
         await client.aclose()
     with pytest.raises(ConfigError, match="decode_responses"):
-        RedisStore(RedisCluster(host=node.host, port=node.port, decode_responses=True))
+        RedisClusterStore(RedisCluster(host=node.host, port=node.port, decode_responses=True))
 
 
 # -- sharding and key layout --------------------------------------------------------------------
 
 
 async def test_keys_spread_over_every_primary(
-    redis_cluster: RedisServerCluster, store: RedisStore
+    redis_cluster: RedisServerCluster, store: RedisClusterStore
 ) -> None:
     await store.set_many({f"user:{i}": {"i": i} for i in range(300)})
     sizes = []
@@ -236,7 +299,7 @@ async def test_keys_spread_over_every_primary(
 
 
 async def test_bulk_calls_send_one_command_per_slot(
-    redis_cluster: RedisServerCluster, store: RedisStore
+    redis_cluster: RedisServerCluster, store: RedisClusterStore
 ) -> None:
     tagged = [f"{{user42}}:{part}" for part in ("profile", "cart", "prefs", "seen", "tz")]
     plain = distinct_slot_keys(3)
@@ -257,15 +320,15 @@ async def test_bulk_calls_send_one_command_per_slot(
     assert (await command_calls(redis_cluster, "mget"))["mget"] == 1 + 3
     for key in tagged + plain:
         remaining = await store.ttl(key)
-        assert remaining is not None and 29 < remaining <= 30
+        assert remaining is not None and 20 < remaining <= 30
     assert await store.delete_many([*tagged, *plain, "missing"]) == 8
     assert (await command_calls(redis_cluster, "del"))["del"] == 1 + 3 + 1
 
 
 async def test_entries_and_clear_visit_every_node_and_only_this_namespace(
-    redis_cluster: RedisServerCluster, cluster_url: str, store: RedisStore
+    redis_cluster: RedisServerCluster, cluster_url: str, store: RedisClusterStore
 ) -> None:
-    async with RedisStore(cluster_url, prefix="app") as other:
+    async with RedisClusterStore(cluster_url, prefix="app") as other:
         mine = store.namespaced("mine")
         theirs = store.namespaced("mine2")
         await mine.set_many({f"k{i}": i for i in range(1200)})
@@ -288,12 +351,12 @@ async def test_entries_and_clear_visit_every_node_and_only_this_namespace(
 
 
 async def test_update_is_atomic_across_clients(cluster_url: str) -> None:
-    stores = [RedisStore(cluster_url, auto_pipeline=ap) for ap in (True, False)]
+    stores = [RedisClusterStore(cluster_url, auto_pipeline=ap) for ap in (True, False)]
 
     def bump(n: int) -> int:
         return n + 1
 
-    async def worker(store: RedisStore) -> None:
+    async def worker(store: RedisClusterStore) -> None:
         for _ in range(25):
             await store.update("counter", bump, default=0)
 
@@ -303,9 +366,9 @@ async def test_update_is_atomic_across_clients(cluster_url: str) -> None:
                 for _ in range(6):
                     tg.start_soon(worker, store)
         assert await stores[0].get("counter") == 2 * 6 * 25
-        assert await stores[1].update("counter", bump, ttl=5) == 301
+        assert await stores[1].update("counter", bump, ttl=60) == 301
         remaining = await stores[0].ttl("counter")
-        assert remaining is not None and 4 < remaining <= 5
+        assert remaining is not None and 50 < remaining <= 60
         assert await stores[0].update("counter", bump) == 302
         assert await stores[0].ttl("counter") is None  # ttl=None: the default (none)
     finally:
@@ -313,8 +376,8 @@ async def test_update_is_atomic_across_clients(cluster_url: str) -> None:
             await store.aclose()
 
 
-async def test_server_errors_are_wrapped(cluster_url: str, store: RedisStore) -> None:
-    await store.cluster_client.execute_command("RPUSH", b"kv:default:list", b"x")
+async def test_server_errors_are_wrapped(cluster_url: str, store: RedisClusterStore) -> None:
+    await store.client.execute_command("RPUSH", b"kv:default:list", b"x")
     calls: list[Callable[[], Awaitable[Any]]] = [
         lambda: store.get("list"),
         lambda: store.update("list", lambda v: v),
@@ -381,10 +444,21 @@ async def test_sessions_run_unchanged_on_the_cluster(cluster_url: str) -> None:
 # -- a primary fails mid-load -------------------------------------------------------------------
 
 
-def owner_port(store: RedisStore, key: str) -> int:
-    node = store.cluster_client.get_node_from_key(f"kv:default:{key}")
+def owner_port(store: RedisClusterStore, key: str) -> int:
+    node = store.client.get_node_from_key(f"kv:default:{key}")
     assert isinstance(node, ClusterNode)
     return int(node.port)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One set-then-get a worker made after the failure, timed on the event loop's clock."""
+
+    key: str
+    on_victim: bool
+    ok: bool
+    started: float
+    ended: float
 
 
 @pytest.mark.slow
@@ -395,7 +469,7 @@ async def test_a_failed_primary_makes_only_its_keys_unavailable(
     throwaway_cluster: RedisServerCluster, failure: str, auto_pipeline: bool
 ) -> None:
     socket_timeout, retries = 0.5, 2
-    store = RedisStore(
+    store = RedisClusterStore(
         throwaway_cluster.url,
         retries=retries,
         retry_backoff=0.05,
@@ -404,28 +478,35 @@ async def test_a_failed_primary_makes_only_its_keys_unavailable(
         auto_pipeline=auto_pipeline,
     )
     victim: RedisServer = throwaway_cluster.nodes[0]
-    # Worst case per call: every attempt times out, each retry first re-reads
-    # the slot map (which may wait on the frozen node too), plus the backoffs.
+    # Worst case per call by the store's settings: every attempt times out, each
+    # retry first re-reads the slot map (which may wait on the frozen node too),
+    # plus the backoffs. A call far beyond it hangs.
     bound = (retries + 1) * socket_timeout + retries * (socket_timeout + 0.2) + 1.0
     keys = [f"k{i}" for i in range(240)]
-    outcomes: list[tuple[str, bool, str, float]] = []  # (key, on victim, outcome, seconds)
-    failed_at: float | None = None
+    outcomes: list[Outcome] = []
+    failed = anyio.Event()
+    wanted = 8  # outcomes of each kind (victim's keys, others') before the workers stop
+
+    def enough() -> bool:
+        mine = sum(o.on_victim for o in outcomes)
+        return mine >= wanted and len(outcomes) - mine >= wanted
 
     async def worker(w: int) -> None:
         for i in itertools.count():
             key = keys[w + (i * 12) % len(keys)]  # each worker its own keys
-            started = time.monotonic()
+            after_failure = failed.is_set()
+            started = anyio.current_time()
             try:
-                with anyio.fail_after(bound + 2):  # never a hang
+                with anyio.fail_after(bound + 10):  # never a hang
                     await store.set(key, i)
                     assert await store.get(key) == i
-                outcome = "ok"
+                ok = True
             except BackendUnavailableError as err:
                 assert isinstance(err, ConnectionError) and err.__cause__ is not None
-                outcome = "unavailable"
-            if failed_at is not None and started > failed_at:
-                outcomes.append((key, on_victim[key], outcome, time.monotonic() - started))
-                if time.monotonic() - failed_at > 2.0:
+                ok = False
+            if after_failure:
+                outcomes.append(Outcome(key, on_victim[key], ok, started, anyio.current_time()))
+                if enough():
                     return
 
     async with store:
@@ -435,27 +516,32 @@ async def test_a_failed_primary_makes_only_its_keys_unavailable(
         pid = victim.pid
         assert pid is not None
         try:
-            async with anyio.create_task_group() as tg:
-                for w in range(12):
-                    tg.start_soon(worker, w)
-                await anyio.sleep(0.2)
-                if failure == "frozen":
-                    os.kill(pid, signal.SIGSTOP)
-                else:
-                    await victim.astop()
-                failed_at = time.monotonic()
+            with anyio.fail_after(120):
+                async with anyio.create_task_group() as tg:
+                    for w in range(12):
+                        tg.start_soon(worker, w)
+                    await anyio.sleep(0.2)
+                    if failure == "frozen":
+                        os.kill(pid, signal.SIGSTOP)
+                    else:
+                        await victim.astop()
+                    failed.set()
         finally:
             if failure == "frozen":
                 os.kill(pid, signal.SIGCONT)
-        mine = [o for o in outcomes if o[1]]
-        others = [o for o in outcomes if not o[1]]
-        assert len(mine) >= 6 and len(others) >= 5, (len(mine), len(others))
+        mine = [o for o in outcomes if o.on_victim]
+        others = [o for o in outcomes if not o.on_victim]
         # The victim's keys fail, typed and in bounded time, while every call
-        # on the other nodes' keys succeeds, without waiting for the victim.
-        assert {o[2] for o in mine} == {"unavailable"}, mine[:5]
-        assert {o[2] for o in others} == {"ok"}, [o for o in others if o[2] != "ok"][:5]
-        assert max(o[3] for o in mine) < bound
-        assert statistics.median(o[3] for o in others) < socket_timeout / 2
+        # on the other nodes' keys succeeds.
+        assert not any(o.ok for o in mine), mine[:5]
+        assert all(o.ok for o in others), [o for o in others if not o.ok][:5]
+        # ... without waiting for the victim: while a call on the victim's keys
+        # was failing (retrying, backing off, timing out), calls on the other
+        # nodes' keys started and finished.
+        assert any(m.started < o.started and o.ended < m.ended for m in mine for o in others), (
+            mine[:3],
+            others[:3],
+        )
         # Back on its port with its nodes-PORT.conf, the node serves its slots
         # again (empty: persistence is off).
         if failure == "terminated":
@@ -475,31 +561,44 @@ async def test_a_failed_primary_makes_only_its_keys_unavailable(
 async def test_a_replica_takes_over_and_the_store_follows(
     failover_cluster: RedisServerCluster,
 ) -> None:
-    store = RedisStore(failover_cluster.url, retries=2, retry_backoff=0.05, socket_timeout=0.5)
+    store = RedisClusterStore(
+        failover_cluster.url, retries=2, retry_backoff=0.05, socket_timeout=0.5
+    )
     async with store:
         keys = [f"k{i}" for i in range(120)]
         await store.set_many({key: {"i": i} for i, key in enumerate(keys)})
         victim = failover_cluster.primary_nodes()[0]
         mine = [key for key in keys if owner_port(store, key) == victim.port]
         assert mine
-        node = store.cluster_client.get_node(victim.host, victim.port)
-        assert node is not None
-        # The replica has every key before its primary dies (replication is async).
-        await store.cluster_client.execute_command("WAIT", 1, 5000, target_nodes=node)
-        await victim.akill()
-        started = time.monotonic()
-        failures = 0
+        # Admin clients of their own: WAIT blocks for up to 5 s, far longer than
+        # the store's socket_timeout allows.
+        async with redis.asyncio.Redis(
+            host=victim.host, port=victim.port, socket_timeout=30
+        ) as primary:
+            # The replica has every key before its primary dies (replication is async).
+            assert await primary.wait(1, 5000) == 1
+            replication = await primary.info("replication")
+        replica = failover_cluster.node(int(replication["slave0"]["port"]))
+        async with redis.asyncio.Redis(
+            host=replica.host, port=replica.port, socket_timeout=30
+        ) as standby:
+            # Hold the takeover until the store has seen the primary gone, so
+            # that outage is observed every run, however fast the failover.
+            await standby.config_set("cluster-replica-no-failover", "yes")
+            await victim.akill()
+            with anyio.fail_after(30), pytest.raises(BackendUnavailableError):
+                await store.set(mine[0], "during the outage")
+            await standby.config_set("cluster-replica-no-failover", "no")
+        # Within seconds (cluster-node-timeout is 1 s) the replica takes over.
         with anyio.fail_after(30):
             while True:
                 try:
                     await store.set(mine[0], "after failover")
                     break
                 except BackendUnavailableError:
-                    failures += 1
                     await anyio.sleep(0.1)
-        took = time.monotonic() - started
-        assert failures > 0 and took < 20, (failures, took)
         assert owner_port(store, mine[0]) != victim.port  # the slot map was reloaded
+        assert owner_port(store, mine[0]) == replica.port
         expected = {key: {"i": int(key[1:])} for key in mine[1:]}
         assert await store.get_many(mine[1:]) == expected
         assert await store.update(mine[0], lambda v: v + "!") == "after failover!"

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 import kvstore
 from kvstore import StoreMetrics, StoreService
 from kvstore.backends.redis import RedisStore
-from kvstore.redis_server import free_port
 from kvstore.testing import ManualClock
+from kvstore.testing.redis_server import free_port
 from runtime import AgentRuntime, Message
 from runtime.__main__ import build_parser
 from runtime.http import (

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kvstore.redis_server import free_port
+from kvstore.testing.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/messaging/sessions"

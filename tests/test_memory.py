@@ -106,6 +106,11 @@ def test_constructor_rejects_bad_options() -> None:
         MemoryStore(max_value_bytes=0)
     with pytest.raises(ValueError, match="ttl"):
         MemoryStore(default_ttl=-1)
+    # A wrong type is a TypeError, for every int option alike.
+    with pytest.raises(TypeError, match="max_entries"):
+        MemoryStore(max_entries="10")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_value_bytes"):
+        MemoryStore(max_value_bytes=True)
 
 
 async def test_url_options() -> None:
@@ -121,6 +126,11 @@ async def test_url_options() -> None:
         open_store("memory://?max_entries=lots")
     with pytest.raises(ConfigError, match="unknown option"):
         open_store("memory://?colour=blue")
+    # Values the constructor would refuse are refused as URL options, as ConfigError.
+    with pytest.raises(ConfigError, match="max_entries"):
+        open_store("memory://?max_entries=0")
+    with pytest.raises(ConfigError, match="default_ttl"):
+        open_store("memory://?default_ttl=0")
 
 
 async def test_namespaced_overrides() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
-from types import TracebackType
 from typing import Any, Self
 
 import anyio
@@ -74,7 +73,7 @@ class BrokenStore:
     async def delete(self, key: str) -> bool:
         raise self.error
 
-    async def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
+    async def entries(self, prefix: str = "") -> AsyncGenerator[tuple[str, Any], None]:
         raise self.error
         yield  # pragma: no cover - makes this an async generator
 
@@ -115,12 +114,7 @@ class BrokenStore:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 
@@ -129,7 +123,7 @@ class TrackedStore(MemoryStore):
 
     entries_closed = False
 
-    async def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
+    async def entries(self, prefix: str = "") -> AsyncGenerator[tuple[str, Any], None]:
         try:
             async for row in super().entries(prefix):
                 yield row
@@ -201,9 +195,9 @@ async def test_backend_label_comes_from_inner_backend_attribute() -> None:
     ("options", "error"),
     [
         ({"sample_every": 0}, ValueError),
-        ({"sample_every": 1.5}, ValueError),
+        ({"sample_every": 1.5}, TypeError),
         ({"window": 0}, ValueError),
-        ({"window": True}, ValueError),
+        ({"window": True}, TypeError),
         ({"clock": 3.0}, TypeError),
     ],
 )
@@ -467,28 +461,6 @@ async def test_breaking_out_of_entries_closes_the_inner_iteration() -> None:
     await rows.aclose()
     assert inner.entries_closed
     assert store.get_metrics().entries_yielded == 3
-
-
-async def test_entries_of_an_inner_iterator_without_aclose() -> None:
-    class RowIterator:
-        def __init__(self, rows: list[tuple[str, Any]]) -> None:
-            self.rows = rows
-
-        def __aiter__(self) -> RowIterator:
-            return self
-
-        async def __anext__(self) -> tuple[str, Any]:
-            if not self.rows:
-                raise StopAsyncIteration
-            return self.rows.pop(0)
-
-    class IteratorStore(MemoryStore):
-        def entries(self, prefix: str = "") -> AsyncIterator[tuple[str, Any]]:
-            return RowIterator([("a", 1), ("b", 2)])
-
-    store = MetricsStore(IteratorStore())
-    assert await _drain(store.entries()) == [("a", 1), ("b", 2)]
-    assert store.get_metrics().entries_yielded == 2
 
 
 async def test_entries_times_the_store_not_the_caller() -> None:

@@ -6,7 +6,8 @@ tmp_path) that builds an ``AgentRuntime`` on ``kvstore.open_service(url)``.
 - The seed's Test 4: replica 1 creates a session and answers a message, then is
   killed (SIGKILL, as when a pod is scaled down); replica 2 keeps chatting in
   the same session, sees replica 1's message and cached state, loses nothing.
-- Two processes send 200 messages each to one session at the same time: all
+- Two processes send 200 messages each to one session at the same time (each
+  waits halfway for the other, so they overlap whatever the OS schedules): all
   800 messages are stored with strictly increasing timestamps and an exact count.
 """
 
@@ -59,6 +60,12 @@ async def main(url, name, command, *args):
                 send("ready")
                 sys.stdin.readline()  # wait for "go": the replicas start together
                 for i in range(count):
+                    if i == count // 2:
+                        # Halfway, wait for the other replica's first half (each
+                        # message is stored with its reply: 2 records), so the two
+                        # really run side by side however the OS schedules them.
+                        while (await sessions.get(session_id)).message_count < 2 * count:
+                            await asyncio.sleep(0.01)
                     await sessions.send_message(session_id, f"{name}-{i}")
                 send("done")
             elif command == "takeover":
@@ -239,12 +246,10 @@ def test_two_processes_chat_in_one_session_concurrently(
         question = by_id[reply.metadata["in_reply_to"]]
         assert reply.content == f"Echo: {question.content}"
         assert reply.created_at > question.created_at
-    if backend_url.startswith("redis"):
-        # Both processes really interleaved. (On SQLite the waiting process's
-        # busy handler sleeps with backoff, so one writer may legitimately run
-        # ahead of the other; correctness is what the checks above cover.)
-        owners = [m.content[0] for m in users]
-        assert sum(a != b for a, b in itertools.pairwise(owners)) > 1
+    # Both processes really interleaved: each waited halfway for the other's
+    # first half, so the owners change at least twice (A B A, or A B B A).
+    owners = [m.content[0] for m in users]
+    assert sum(a != b for a, b in itertools.pairwise(owners)) > 1
 
 
 class _Host:

@@ -133,6 +133,10 @@ def test_bad_constructor_arguments(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "kv.db", busy_timeout=-1)
     with pytest.raises(ValueError):
         SQLiteStore(tmp_path / "kv.db", page_size=0)
+    with pytest.raises(TypeError, match="busy_timeout"):
+        SQLiteStore(tmp_path / "kv.db", busy_timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="page_size"):
+        SQLiteStore(tmp_path / "kv.db", page_size=2.5)  # type: ignore[arg-type]
     with pytest.raises(KVStoreError):
         SQLiteStore(tmp_path / "kv.db", namespace="a:b")
 

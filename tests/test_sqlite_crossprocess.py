@@ -14,7 +14,8 @@ import pytest
 INCREMENTS = 500
 
 # Each child opens the store, says "ready", waits for "go" on stdin so that both
-# run at the same time, increments, and reports when it started and finished.
+# run at the same time, increments (waiting halfway until the other child is
+# halfway too), and reports when it started and finished.
 CHILD = textwrap.dedent(
     """
     import asyncio, sys, time
@@ -25,7 +26,12 @@ CHILD = textwrap.dedent(
             print("ready", flush=True)
             sys.stdin.readline()
             started = time.time()
-            for _ in range(n):
+            for i in range(n):
+                if i == n // 2:
+                    # Halfway, wait for the other child's first half, so the two
+                    # compete for the file however the OS schedules them.
+                    while await store.get("counter") < n:
+                        await asyncio.sleep(0.01)
                 await store.update("counter", lambda v: v + 1, default=0)
             print(started, time.time(), flush=True)
 
@@ -68,7 +74,7 @@ def test_two_processes_lose_no_increment(tmp_path: Path) -> None:
             if child.poll() is None:
                 child.kill()
             child.communicate()  # reaps it and closes its pipes
-    # The runs overlapped, so the increments really competed for the file.
+    # The runs overlapped (by the halfway wait), so the increments really competed.
     assert max(start for start, _ in spans) < min(end for _, end in spans)
     with sqlite3.connect(path) as conn:
         (value,) = conn.execute(

@@ -8,11 +8,12 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, ClassVar, Final, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore, as_key_list
+from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, URL_OPTIONS, BaseStore, as_key_list
 from ..codec import Codec, JSONCodec, check_key, check_store_name, check_ttl, is_int64, is_utf8
-from ..errors import ConfigError, SerializationError
+from ..errors import SerializationError
+from ..options import TextOption, check_int, int_option, parse_query
 
 __all__ = ["MemoryStore"]
 
@@ -26,6 +27,11 @@ RECLAIM_BATCH: Final = 512
 """Most expired entries one call reclaims (expired keys are invisible at once regardless)."""
 
 _Entry = tuple[Any, float | None]  # (stored value, absolute expiry on the clock or None)
+
+_URL_OPTIONS: Final[dict[str, TextOption]] = {
+    "default_ttl": URL_OPTIONS["default_ttl"],
+    "max_entries": int_option(minimum=1),
+}
 
 
 class MemoryStore(BaseStore):
@@ -58,10 +64,8 @@ class MemoryStore(BaseStore):
         codec: Codec | None = None,
     ) -> None:
         super().__init__(default_ttl=default_ttl, max_value_bytes=max_value_bytes, codec=codec)
-        if max_entries is not None and (
-            isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
-        ):
-            raise ValueError(f"max_entries must be a positive int or None, got {max_entries!r}")
+        if max_entries is not None:
+            check_int("max_entries", max_entries, minimum=1)
         self._max_entries = max_entries
         self._bound = max_entries or 0
         self._clock = clock
@@ -75,15 +79,16 @@ class MemoryStore(BaseStore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
-        """Build from ``memory://`` (query options: ``max_entries``, ``default_ttl``)."""
-        kinds: dict[str, type[int] | type[float]] = {"max_entries": int, "default_ttl": float}
-        for name, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-            kind = kinds.get(name)
-            if kind is None:
-                raise ConfigError(f"unknown option {name!r} in {url!r}")
+        """Build from ``memory://`` (query options: ``max_entries``, ``default_ttl``).
+
+        Keyword *options* that are not None win over the query's. An unknown,
+        repeated or malformed option raises :class:`~kvstore.ConfigError`.
+        """
+        parsed = parse_query(urlsplit(url).query, _URL_OPTIONS, source=url)
+        for name, value in parsed.items():
             # An explicit keyword wins; None (as open_service passes) lets the URL decide.
             if options.get(name) is None:
-                options[name] = _parse_number(url, name, raw, kind)
+                options[name] = value
         return cls(**options)
 
     def namespaced(self, name: str, **options: Any) -> Self:
@@ -306,10 +311,3 @@ class MemoryStore(BaseStore):
 
     async def _aclose(self) -> None:
         await self._clear()
-
-
-def _parse_number(url: str, name: str, raw: str, kind: type[int] | type[float]) -> Any:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"option {name}={raw!r} in {url!r} is not a valid number") from None

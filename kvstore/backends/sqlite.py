@@ -24,13 +24,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Self
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 import aiosqlite
 
-from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
+from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, URL_OPTIONS, BaseStore
 from ..codec import Codec, check_store_name
 from ..errors import BackendUnavailableError, ConfigError, StoreClosedError
+from ..options import TextOption, check_int, check_seconds, int_option, parse_query, seconds_option
 
 __all__ = ["SQLiteStore"]
 
@@ -67,8 +68,12 @@ RECLAIM_INTERVAL: Final = 1.0  # seconds on the store's clock between reclaim pa
 _IN_CHUNK: Final = 500
 MAX_BATCH: Final = 512  # writes per group-commit transaction, to bound its latency
 
-# Options a URL query may carry.
-_URL_OPTIONS: Final = ("busy_timeout", "page_size", "default_ttl", "max_value_bytes")
+# Options a URL query may carry, and how each is read from text.
+_URL_OPTIONS: Final[dict[str, TextOption]] = {
+    "busy_timeout": seconds_option(allow_zero=True),
+    "page_size": int_option(minimum=1),
+    **URL_OPTIONS,
+}
 # Options a namespaced view may override; the others belong to the shared connection.
 _VIEW_OPTIONS: Final = frozenset({"default_ttl", "max_value_bytes", "codec", "page_size"})
 
@@ -140,19 +145,11 @@ class SQLiteStore(BaseStore):
         location = os.fspath(path)
         if not isinstance(location, str) or not location:
             raise ValueError(f"path must be a non-empty str or path-like, got {path!r}")
-        if (
-            isinstance(busy_timeout, bool)
-            or not isinstance(busy_timeout, int | float)
-            or not math.isfinite(busy_timeout)
-            or busy_timeout < 0
-        ):
-            raise ValueError(
-                f"busy_timeout must be a finite number of seconds >= 0, got {busy_timeout!r}"
-            )
+        seconds = check_seconds("busy_timeout", busy_timeout, allow_zero=True)
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds")
         self._setup(
-            _Engine(location, float(busy_timeout), clock),
+            _Engine(location, seconds, clock),
             namespace,
             owns_engine=True,
             default_ttl=default_ttl,
@@ -173,11 +170,9 @@ class SQLiteStore(BaseStore):
         page_size: int,
     ) -> None:
         super().__init__(default_ttl=default_ttl, max_value_bytes=max_value_bytes, codec=codec)
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValueError(f"page_size must be a positive int, got {page_size!r}")
         self._engine = engine
         self._namespace = check_store_name(namespace)
-        self._page_size = page_size
+        self._page_size = check_int("page_size", page_size, minimum=1)
         self._owns_engine = owns_engine
 
     @classmethod
@@ -206,21 +201,9 @@ class SQLiteStore(BaseStore):
                 f"invalid SQLite URL {url!r}: use sqlite:///relative.db or"
                 " sqlite:////absolute/path.db (a host part is not allowed)"
             )
-        try:
-            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-        except ValueError as err:
-            raise ConfigError(f"malformed query string in {url!r}: {err}") from None
-        seen: set[str] = set()
-        for name, raw in pairs:
-            if name not in _URL_OPTIONS:
-                raise ConfigError(
-                    f"unknown option {name!r} in {url!r}; supported: {', '.join(_URL_OPTIONS)}"
-                )
-            if name in seen:
-                raise ConfigError(f"option {name!r} is given twice in {url!r}")
-            seen.add(name)
+        for name, value in parse_query(query, _URL_OPTIONS, source=url).items():
             if options.get(name) is None:
-                options[name] = _parse_url_option(url, name, raw)
+                options[name] = value
         return cls(path, **options)
 
     def namespaced(self, name: str, **options: Any) -> Self:
@@ -720,22 +703,6 @@ def _open_failure(path: str, err: sqlite3.Error) -> str:
     else:
         cause = f"{err}; the directory {directory!r} must be writable"
     return f"cannot open SQLite database {path!r}: {cause}"
-
-
-def _parse_url_option(url: str, name: str, raw: str) -> float | int:
-    integral = name in ("page_size", "max_value_bytes")
-    try:
-        value: float | int = int(raw) if integral else float(raw)
-    except ValueError:
-        value = math.nan
-    minimum_ok = value >= 0 if name == "busy_timeout" else value > 0
-    if not (math.isfinite(value) and minimum_ok):
-        if integral:
-            expected = "an integer > 0"
-        else:
-            expected = f"a finite number of seconds {'>= 0' if name == 'busy_timeout' else '> 0'}"
-        raise ConfigError(f"option {name}={raw!r} in {url!r} is invalid: expected {expected}")
-    return value
 
 
 def _prefix_end(prefix: str) -> str | None:

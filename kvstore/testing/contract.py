@@ -1,5 +1,8 @@
 """The KVStore contract suite, shipped so custom backends and services can run it.
 
+This module imports pytest; :mod:`kvstore.testing` imports it only when one of
+its names is asked for.
+
 Subclass :class:`KVStoreContract` in a pytest module and provide a
 ``kv_backend`` fixture returning a :class:`ContractBackend`::
 
@@ -13,7 +16,8 @@ Subclass :class:`KVStoreContract` in a pytest module and provide a
 
 Every test runs under anyio (``pytest.mark.anyio``), so anyio's pytest plugin
 (installed with anyio) must be active; ``anyio_backend`` defaults to asyncio.
-TTL tests call ``ContractBackend.advance``: pass a :class:`ManualClock`'s
+TTL tests call ``ContractBackend.advance``: pass a
+:class:`~kvstore.testing.ManualClock`'s
 ``advance`` when your store takes a clock, or keep the default, which sleeps.
 """
 
@@ -25,7 +29,7 @@ import decimal
 import enum
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,40 +37,23 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from .errors import (
+from ..errors import (
     InvalidKeyError,
     InvalidTTLError,
     KVStoreError,
     SerializationError,
     ValueTooLargeError,
 )
-from .protocol import KVStore, KVStoreService
+from ..protocol import KVStore, KVStoreService
 
-__all__ = ["ContractBackend", "KVStoreContract", "ManualClock"]
-
-
-class ManualClock:
-    """A clock that only moves when told to; pass it as a store's ``clock``.
-
-    >>> clock = ManualClock()
-    >>> clock.advance_by(5)
-    >>> clock()
-    1005.0
-    """
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance_by(self, seconds: float) -> None:
-        """Move the clock forward by *seconds*."""
-        self.now += seconds
-
-    async def advance(self, seconds: float) -> None:
-        """Async form of :meth:`advance_by`, usable as ``ContractBackend.advance``."""
-        self.advance_by(seconds)
+__all__ = [
+    "BAD_KEYS",
+    "BAD_TTLS",
+    "BAD_VALUES",
+    "JSON_VALUES",
+    "ContractBackend",
+    "KVStoreContract",
+]
 
 
 async def _sleep(seconds: float) -> None:
@@ -347,7 +334,7 @@ class KVStoreContract:
     async def test_entries_is_an_async_generator(self, store: KVStore) -> None:
         await store.set("k", 1)
         iterator = store.entries()
-        assert hasattr(iterator, "__anext__") and hasattr(iterator, "aclose")
+        assert isinstance(iterator, AsyncGenerator)
         assert await iterator.__anext__() == ("k", 1)
         await iterator.aclose()
 

@@ -1,0 +1,134 @@
+"""The application factory: route tables assembled into one Starlette app, and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Final
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kvstore.options import check_int, check_seconds
+
+from ..agent import AgentRuntime
+from ..sessions import SessionManager
+from .context import Endpoint, RouteTable, ServedAgent
+from .errors import guarded, http_exception
+from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
+from .sessions import SessionRoutes
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+"""Largest request body accepted (1 MiB); larger ones get 413."""
+
+
+def create_app(
+    runtime: AgentRuntime | None = None,
+    *,
+    sessions: SessionManager | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+    sweep: bool = True,
+) -> Starlette:
+    """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
+
+    The application owns the runtime: its lifespan (run by uvicorn) awaits
+    ``runtime.initialize()``, runs the session sweeper (``async with
+    sessions.running()``) while serving, and closes the runtime on shutdown.
+    Servers that do not run the lifespan (``httpx.ASGITransport`` in tests)
+    need the runtime initialised by the caller.
+
+    Args:
+        runtime: the agent served; default ``AgentRuntime()``, which keeps its
+            state where ``KV_STORE_BACKEND`` and friends say (memory if unset).
+        sessions: the session manager to serve instead of ``runtime.sessions``
+            (e.g. one built with a test clock or an ``on_expired`` hook).
+        max_body_bytes: largest request body accepted; larger ones get 413.
+        health_timeout: seconds ``/health`` waits for the store.
+        sweep: run the expired-session sweeper during the lifespan.
+
+    Raises:
+        TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
+        ValueError: *max_body_bytes* < 1, or *health_timeout* not finite and > 0.
+
+    >>> app = create_app(AgentRuntime(agent_id="agent-1"))
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    check_int("max_body_bytes", max_body_bytes, minimum=1)
+    check_seconds("health_timeout", health_timeout)
+    served = ServedAgent(AgentRuntime() if runtime is None else runtime, sessions)
+    ops = OpsRoutes(served, health_timeout=health_timeout)
+    # Ops first: its /api/messaging/sessions/health must win over the
+    # session routes' /api/messaging/sessions/{session_id}.
+    tables = [ops.routes(), SessionRoutes(served, max_body_bytes=max_body_bytes).routes()]
+    # Auth, CORS and rate limiting go here, outermost first, each a module of
+    # its own under runtime/http/.
+    middleware: list[Middleware] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await served.runtime.initialize()
+        try:
+            probe = await ops.probe()
+            logger.info(
+                "serving agent %s, sessions on the %s backend",
+                served.runtime.agent_id,
+                ops.backend_label(),
+            )
+            if not probe.reachable:
+                logger.warning(
+                    "the %s backend is unreachable (%s): answering 503 until it is back",
+                    ops.backend_label(),
+                    probe.error,
+                )
+            if sweep:
+                async with served.sessions.running():
+                    yield
+            else:
+                yield
+        finally:
+            await served.runtime.aclose()
+
+    app = Starlette(
+        routes=_routes(tables),
+        middleware=middleware,
+        exception_handlers={HTTPException: http_exception},
+        lifespan=lifespan,
+    )
+    app.state.runtime = served.runtime
+    return app
+
+
+def _routes(tables: list[RouteTable]) -> list[Route]:
+    """One route per path, so that a 405 lists every method the path allows."""
+    merged: RouteTable = {}
+    for table in tables:
+        for path, handlers in table.items():
+            methods = merged.setdefault(path, {})
+            clash = methods.keys() & handlers.keys()
+            if clash:
+                raise ValueError(f"two route modules serve {sorted(clash)} {path}")
+            methods.update(handlers)
+    return [
+        Route(path, guarded(_by_method(handlers)), methods=list(handlers))
+        for path, handlers in merged.items()
+    ]
+
+
+def _by_method(handlers: Mapping[str, Endpoint]) -> Endpoint:
+    """One endpoint calling the handler of the request's method (HEAD is served as GET)."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return endpoint

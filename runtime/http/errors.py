@@ -1,0 +1,125 @@
+"""Error answers: the JSON error body and which exception gets which status.
+
+Every error is ``{"error": {"code", "message"}}`` with ElizaOS's codes
+(``SESSION_NOT_FOUND`` 404, ``SESSION_EXPIRED`` 410, ``VALIDATION_ERROR`` 400,
+...), plus 413 ``PAYLOAD_TOO_LARGE`` and 503 ``SERVICE_UNAVAILABLE`` (with
+``Retry-After``) when the key-value backend cannot be reached. Anything
+unexpected is logged and answered 500 without its details: never a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Final, cast
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kvstore import BackendUnavailableError, StoreClosedError
+
+from ..errors import (
+    APIError,
+    InvalidSessionInputError,
+    RuntimeStateError,
+    SessionExpiredError,
+    SessionNotFoundError,
+    SessionRenewalError,
+)
+from .context import Endpoint
+from .wire import JSONResponse
+
+__all__ = [
+    "APIError",
+    "as_api_error",
+    "error_response",
+    "guarded",
+    "http_exception",
+    "invalid",
+    "too_large",
+]
+
+logger = logging.getLogger(__name__)
+
+_RETRY_AFTER_SECONDS: Final = "1"
+
+# First match wins: SessionRenewalError is a SessionExpiredError, and ElizaOS
+# answers a refused renewal with 400, not 410.
+_SESSION_ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
+    (SessionNotFoundError, 404, "SESSION_NOT_FOUND"),
+    (SessionRenewalError, 400, "SESSION_RENEWAL_FAILED"),
+    (SessionExpiredError, 410, "SESSION_EXPIRED"),
+    (InvalidSessionInputError, 400, "VALIDATION_ERROR"),
+)
+
+# Errors meaning "the store cannot answer now": the client should retry.
+_UNAVAILABLE: Final = (BackendUnavailableError, StoreClosedError, RuntimeStateError)
+
+_HTTP_CODES: Final = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+}
+
+
+def invalid(message: str) -> APIError:
+    """A 400 ``VALIDATION_ERROR``."""
+    return APIError(400, "VALIDATION_ERROR", message)
+
+
+def too_large(limit: int) -> APIError:
+    """A 413 for a body above *limit* bytes."""
+    return APIError(
+        413, "PAYLOAD_TOO_LARGE", f"the request body is larger than the {limit} bytes allowed"
+    )
+
+
+def as_api_error(err: Exception) -> APIError:
+    """The HTTP answer for *err*; anything unexpected becomes a logged 500."""
+    if isinstance(err, APIError):
+        return err
+    for kind, status, code in _SESSION_ERRORS:
+        if isinstance(err, kind):
+            return APIError(status, code, str(err))
+    if isinstance(err, _UNAVAILABLE):
+        # The detail may name hosts: it goes to the log, not to the client.
+        logger.warning("answering 503: %s: %s", type(err).__name__, err)
+        return APIError(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "the session store is unavailable right now; retry later",
+            headers={"Retry-After": _RETRY_AFTER_SECONDS},
+        )
+    logger.error("unexpected error while handling a request", exc_info=err)
+    return APIError(500, "INTERNAL_SERVER_ERROR", "an unexpected error occurred")
+
+
+def error_response(error: APIError) -> Response:
+    """*error* as its JSON response."""
+    return JSONResponse(
+        {"error": {"code": error.code, "message": error.message}},
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+def guarded(fn: Endpoint) -> Endpoint:
+    """*fn*, answering every exception it raises with a JSON error."""
+
+    @functools.wraps(fn)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except Exception as err:
+            return error_response(as_api_error(err))
+
+    return endpoint
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (wrong method), as JSON errors."""
+    http = cast(HTTPException, exc)
+    code = _HTTP_CODES.get(http.status_code, "HTTP_ERROR")
+    return error_response(APIError(http.status_code, code, http.detail, headers=http.headers))

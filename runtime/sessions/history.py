@@ -1,0 +1,114 @@
+"""Reading a page of a session's history without reading the whole history.
+
+Messages are stored one per key, ``m:{id}:{seq}``, and their timestamps
+strictly increase with ``seq``. A page finds its ``before``/``after`` bounds by
+a k-ary search over ``seq`` (O(log n) keys, :data:`SEARCH_FANOUT` per round
+trip), then reads at most ``limit + 1`` message keys with ``get_many``.
+
+Seqs can have holes: a seq is allocated in the record before its message is
+written, and a writer may die in between. Holes carry no timestamp, so the
+search steps over them and the page skips them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from kvstore import KVStore
+
+from ..messages import Message
+from .keys import message_key
+from .models import MessagePage
+from .record import SessionRecord
+
+__all__ = ["SEARCH_FANOUT", "read_page", "search"]
+
+SEARCH_FANOUT: Final = 4
+"""Probes per round of the history search: log(n)/log(FANOUT + 1) round trips."""
+
+
+async def read_page(
+    store: KVStore,
+    record: SessionRecord,
+    *,
+    limit: int,
+    before: float | None,
+    after: float | None,
+) -> MessagePage:
+    """Up to *limit* messages of *record*'s session, newest first.
+
+    Those with ``after < created_at < before``; a bound that is None is no bound.
+    """
+    sid, count = record.id, record.message_count
+    first, last = record.first_message_at, record.last_message_at
+    if count == 0 or first is None or last is None:
+        return MessagePage([], False)
+    if before is not None and after is not None and after >= before:
+        return MessagePage([], False)
+    # Seqs [lower, upper) hold the matching messages. The record's first and
+    # last timestamps settle the common cases without a search.
+    upper = count
+    if before is not None and before <= last:
+        upper = 0 if before <= first else await search(store, sid, count, before, strict=True)
+    lower = 0
+    if after is not None and after >= first:
+        # Every message at or above `upper` is after `before > after`: the
+        # boundary for `after` lies in [0, upper].
+        lower = upper if after >= last else await search(store, sid, upper, after, strict=False)
+    collected: list[Message] = []
+    seq = upper
+    while seq > lower and len(collected) <= limit:
+        want = min(limit + 1 - len(collected), seq - lower)
+        seqs = range(seq - 1, seq - 1 - want, -1)
+        found = await store.get_many(message_key(sid, s) for s in seqs)
+        for s in seqs:
+            data = found.get(message_key(sid, s))
+            if data is not None:  # else a hole: allocated, never written
+                collected.append(Message.from_dict(data))
+        seq -= want
+    return MessagePage(collected[:limit], len(collected) > limit)
+
+
+async def search(store: KVStore, sid: str, count: int, cursor: float, *, strict: bool) -> int:
+    """First seq below *count* whose ``created_at`` is ``>= cursor`` (strict) or ``> cursor``.
+
+    Returns *count* when there is none.
+
+    A k-ary search: each round reads :data:`SEARCH_FANOUT` messages with one
+    ``get_many``. Holes are skipped at the edges of the interval, and a round
+    that finds only holes falls back to probing consecutive seqs, so the search
+    always terminates.
+    """
+    # Invariant: present messages below `low` are before the cursor, present
+    # messages at or above `high` are not.
+    low, high = 0, count
+    dense = False
+    while low < high:
+        span = high - low
+        if dense or span <= SEARCH_FANOUT:
+            probes = list(range(low, min(low + SEARCH_FANOUT, high)))
+        else:
+            probes = sorted(
+                {low + span * (i + 1) // (SEARCH_FANOUT + 1) for i in range(SEARCH_FANOUT)}
+            )
+        found = await store.get_many(message_key(sid, s) for s in probes)
+        new_low, new_high = low, high
+        missing: set[int] = set()
+        for seq in probes:
+            data = found.get(message_key(sid, seq))
+            if data is None:
+                missing.add(seq)
+                continue
+            created = data["created_at"]
+            if created < cursor or (not strict and created == cursor):
+                new_low = max(new_low, seq + 1)
+            else:
+                new_high = min(new_high, seq)
+                break
+        while new_low < new_high and new_low in missing:
+            new_low += 1
+        while new_low < new_high and new_high - 1 in missing:
+            new_high -= 1
+        dense = (new_low, new_high) == (low, high)
+        low, high = new_low, new_high
+    return low

@@ -1,0 +1,474 @@
+"""The :class:`SessionManager`: lifecycle, messages and expiry of an agent's chat sessions."""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Self
+
+import anyio
+
+from kvstore import KVStore
+
+from ..errors import (
+    InvalidSessionInputError,
+    SessionExpiredError,
+    SessionNotFoundError,
+    SessionRecordError,
+    SessionRenewalError,
+)
+from ..messages import Message, Role
+from .config import SessionsConfig, TimeoutConfig
+from .history import read_page
+from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, message_key, session_key
+from .models import Exchange, ExpiredHook, MessagePage, Session, SessionsRuntime
+from .record import SessionRecord, StoredTimeout
+from .sweeper import Skip, Sweeper, decoded
+from .validation import (
+    check_content,
+    check_cursor,
+    check_id,
+    check_limit,
+    check_metadata,
+    check_name,
+)
+
+__all__ = ["SessionManager"]
+
+logger = logging.getLogger(__name__)
+
+_ID_BYTES: Final = 18  # 144 bits from secrets, encoded as 24 url-safe characters
+
+
+class SessionManager:
+    """Chat sessions of an agent runtime, stored in its ``"sessions"`` KV store.
+
+    Several managers (several processes) may share one backend: every
+    read-modify-write goes through the store's atomic ``update``.
+
+    Args:
+        runtime: supplies ``agent_id``, ``kv_service``, ``compose_state`` and
+            ``generate_reply`` (an ``AgentRuntime`` does).
+        config: defaults and limits (``SessionsConfig()`` if None).
+        clock: seconds since the epoch; inject a fake one in tests.
+        on_expired: called once per expired session removed by :meth:`sweep`
+            (sync or async), even when several replicas sweep concurrently.
+            Errors it raises are logged, not propagated.
+
+    >>> async with AgentRuntime() as runtime:                  # doctest: +SKIP
+    ...     sessions = runtime.sessions
+    ...     session = await sessions.create(user_id="u1")
+    ...     reply = await sessions.send_message(session.id, "hello")
+    ...     page = await sessions.messages(session.id, limit=20)
+    """
+
+    def __init__(
+        self,
+        runtime: SessionsRuntime,
+        *,
+        config: SessionsConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        on_expired: ExpiredHook | None = None,
+    ) -> None:
+        if config is not None and not isinstance(config, SessionsConfig):
+            raise InvalidSessionInputError(
+                f"config must be a SessionsConfig, not {type(config).__name__}"
+            )
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        if on_expired is not None and not callable(on_expired):
+            raise TypeError(f"on_expired must be callable, not {type(on_expired).__name__}")
+        self._runtime = runtime
+        self._config = config or SessionsConfig()
+        self.on_expired: ExpiredHook | None = on_expired
+        """Hook called once per swept session; may be set after construction."""
+        self._clock = clock
+        self._store: KVStore = runtime.kv_service.get_store(SESSIONS_STORE)
+        self._sweeper = Sweeper(
+            self._store, grace_seconds=self._config.grace_seconds, report=self._notify
+        )
+
+    @property
+    def config(self) -> SessionsConfig:
+        """Defaults and limits."""
+        return self._config
+
+    @property
+    def store(self) -> KVStore:
+        """The store holding the sessions."""
+        return self._store
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock (seconds since the epoch) every timestamp comes from."""
+        return self._clock
+
+    # -- lifecycle of a session --------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        agent_id: str | None = None,
+        user_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        # The name is the Sessions API's (a session timeout, not a call deadline).
+        timeout: TimeoutConfig | Mapping[str, Any] | None = None,  # noqa: ASYNC109
+    ) -> Session:
+        """Open a session between *user_id* and *agent_id* (default: the runtime's agent).
+
+        Raises:
+            InvalidSessionInputError: bad ids, metadata or timeout values.
+        """
+        agent = check_name("agent_id", self._runtime.agent_id if agent_id is None else agent_id)
+        user = check_name("user_id", user_id)
+        meta = check_metadata(metadata, "session metadata", self._config.max_metadata_bytes)
+        stored_timeout = StoredTimeout.resolved(self._config.resolve(timeout))
+        now = self._clock()
+        grace = self._config.grace_seconds
+        while True:
+            record = SessionRecord.new(
+                secrets.token_urlsafe(_ID_BYTES),
+                agent_id=agent,
+                user_id=user,
+                metadata=meta,
+                timeout=stored_timeout,
+                now=now,
+            )
+            # add(): a 144-bit collision is not going to happen, but if it did
+            # it must not overwrite someone else's session.
+            if await self._store.add(
+                session_key(record.id), record.to_dict(), ttl=record.expires_at - now + grace
+            ):
+                break
+        await self._store.set(
+            agent_prefix(agent) + record.id, now, ttl=record.latest_end - now + grace
+        )
+        await self._sweeper.index(record.id, record.expires_at, now)
+        return record.to_session(self._clock)
+
+    async def get(self, session_id: str) -> Session:
+        """The live session *session_id*.
+
+        Raises:
+            SessionNotFoundError: unknown, ended or already swept.
+            SessionExpiredError: expired, not yet swept.
+        """
+        sid = check_id(session_id)
+        record = await self._load(sid, self._clock())
+        return record.to_session(self._clock)
+
+    async def renew(self, session_id: str) -> Session:
+        """Extend the session by its timeout from now, up to its max duration.
+
+        Works whether auto-renew is on or off, and counts a renewal.
+
+        Raises:
+            SessionRenewalError: the session reached its max duration.
+            SessionExpiredError: it expired (timed out) before being renewed.
+            SessionNotFoundError: unknown id.
+        """
+        sid = check_id(session_id)
+        now = self._clock()
+
+        record = await self._modify(sid, now, lambda live: live.renewed(now), renewing=True)
+        return record.to_session(self._clock)
+
+    async def heartbeat(self, session_id: str) -> Session:
+        """Record activity: updates ``last_activity`` and, with auto-renew, the expiry.
+
+        Raises:
+            SessionExpiredError: the session expired.
+            SessionNotFoundError: unknown id.
+        """
+        sid = check_id(session_id)
+        now = self._clock()
+
+        record = await self._modify(sid, now, lambda live: live.beat(now))
+        return record.to_session(self._clock)
+
+    async def end(self, session_id: str) -> bool:
+        """Remove the session and its messages; False if there was no such session.
+
+        An expired session that was not swept yet is removed too (``on_expired``
+        is then not called for it).
+        """
+        sid = check_id(session_id)
+
+        def close(current: Any) -> dict[str, Any]:
+            record = decoded(current)
+            if record is None or record.state != "active":
+                raise Skip(record)
+            return record.with_state("ended").to_dict()
+
+        try:
+            # Marking first fences concurrent writers: no seq is allocated after
+            # this, so the record's message_count covers every message key.
+            stored = await self._store.update(
+                session_key(sid), close, ttl=self._config.grace_seconds
+            )
+        except Skip:
+            return False
+        await self._sweeper.purge(sid, SessionRecord.from_dict(stored))
+        return True
+
+    async def list(self, *, agent_id: str | None = None) -> builtins.list[Session]:
+        """Live (not expired) sessions, newest first; only *agent_id*'s if given.
+
+        Without *agent_id* this scans every session record of the store.
+        """
+        now = self._clock()
+        found: builtins.list[Any]
+        if agent_id is None:
+            found = [value async for _, value in self._store.entries(SESSION_PREFIX)]
+        else:
+            prefix = agent_prefix(check_name("agent_id", agent_id))
+            # An agent id may contain ':', so "a:x:" also matches agent "x:y"'s
+            # keys; session ids never contain ':', which tells them apart.
+            ids = [
+                key[len(prefix) :]
+                async for key, _ in self._store.entries(prefix)
+                if ":" not in key[len(prefix) :]
+            ]
+            values = await self._store.get_many(session_key(sid) for sid in ids)
+            found = [values[key] for key in map(session_key, ids) if key in values]
+        records = [record for record in map(decoded, found) if record is not None]
+        sessions = [
+            record.to_session(self._clock)
+            for record in records
+            if record.state == "active"
+            and record.expires_at > now
+            and (agent_id is None or record.agent_id == agent_id)
+        ]
+        sessions.sort(key=lambda s: s.created_at, reverse=True)
+        return sessions
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def send_message(
+        self, session_id: str, content: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> Message:
+        """Store the user's *content*, generate the agent's reply, store and return it.
+
+        The reply comes from ``runtime.compose_state`` then
+        ``runtime.generate_reply``. With auto-renew the session's expiry moves
+        (never past its max duration).
+
+        Raises:
+            SessionNotFoundError, SessionExpiredError: as :meth:`get`.
+            InvalidSessionInputError: empty or non-str content, bad metadata.
+            ContentTooLargeError: content or metadata above the configured limit.
+        """
+        return (await self.exchange(session_id, content, metadata=metadata)).reply
+
+    async def exchange(
+        self, session_id: str, content: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> Exchange:
+        """Like :meth:`send_message`, returning both the stored user message and the reply.
+
+        If generating the reply fails, the user message stays stored and the
+        error propagates.
+        """
+        sid = check_id(session_id)
+        text = check_content(content, self._config.max_content_bytes)
+        meta = check_metadata(metadata, "message metadata", self._config.max_metadata_bytes)
+        user = await self._append(sid, "user", text, meta, activity_renews=True)
+        state = await self._runtime.compose_state(user)
+        reply_text = await self._runtime.generate_reply(user, state)
+        if not isinstance(reply_text, str):
+            raise TypeError(f"generate_reply returned a {type(reply_text).__name__}, not a str")
+        reply = await self._append(
+            sid, "agent", reply_text, {"in_reply_to": user.id}, activity_renews=False
+        )
+        return Exchange(user, reply)
+
+    async def messages(
+        self,
+        session_id: str,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+        after: float | None = None,
+    ) -> builtins.list[Message]:
+        """Up to *limit* messages, newest first, with ``after < created_at < before``.
+
+        To page back, pass the oldest ``created_at`` of a page as the next
+        *before*: timestamps are strictly increasing, so pages never overlap.
+
+        Raises:
+            InvalidSessionInputError: *limit* not in ``1..max_page_size``, or a
+                cursor that is not a finite number.
+            SessionNotFoundError, SessionExpiredError: as :meth:`get`.
+        """
+        page = await self.history(session_id, limit=limit, before=before, after=after)
+        return page.messages
+
+    async def history(
+        self,
+        session_id: str,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+        after: float | None = None,
+    ) -> MessagePage:
+        """Like :meth:`messages`, also telling whether older matching messages exist."""
+        sid = check_id(session_id)
+        limit = check_limit(limit, self._config.max_page_size)
+        before = check_cursor("before", before)
+        after = check_cursor("after", after)
+        record = await self._load(sid, self._clock())
+        return await read_page(self._store, record, limit=limit, before=before, after=after)
+
+    # -- expiry --------------------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Remove the sessions that expired, with their messages and index entries.
+
+        Calls ``on_expired`` once for each session this call removed; with
+        several replicas sweeping one backend, each expired session is claimed
+        (and reported) by exactly one of them. Returns the number it removed.
+        """
+        return await self._sweeper.sweep(self._clock())
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Self]:
+        """Sweep every ``cleanup_interval`` seconds in the background while inside.
+
+        The sweeper is a task of an anyio task group owned by this context: it
+        is cancelled on exit and nothing is left running. A failing sweep is
+        logged and retried at the next interval.
+
+        >>> async with runtime.sessions.running():    # doctest: +SKIP
+        ...     await serve_forever()
+        """
+        error: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._sweep_forever, name="session sweeper")
+            try:
+                yield self
+            except BaseException as exc:
+                # Raised again below, outside the task group, so the caller sees
+                # their own exception rather than an ExceptionGroup around it
+                # (the sweeper task itself never fails).
+                error = exc
+            finally:
+                group.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _sweep_forever(self) -> None:
+        interval = self._config.cleanup_interval
+        while True:
+            await anyio.sleep(interval)
+            try:
+                removed = await self.sweep()
+            except Exception:
+                logger.exception("session sweep failed; retrying in %ss", interval)
+            else:
+                if removed:
+                    logger.info("session sweep removed %d expired session(s)", removed)
+
+    async def _notify(self, record: SessionRecord) -> None:
+        hook = self.on_expired
+        if hook is None:
+            return
+        session = record.to_session(self._clock)
+        try:
+            result = hook(session)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("on_expired hook failed for session %r", session.id)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _append(
+        self,
+        sid: str,
+        role: Role,
+        content: str,
+        metadata: dict[str, Any],
+        *,
+        activity_renews: bool,
+    ) -> Message:
+        now = self._clock()
+
+        record = await self._modify(
+            sid, now, lambda live: live.with_message(now, renews=activity_renews)
+        )
+        created_at = record.last_message_at
+        if created_at is None:  # with_message() sets it: only a foreign writer could clear it
+            raise SessionRecordError(f"session record {sid!r} lost the time of its last message")
+        message = Message(
+            id=str(uuid.uuid4()),
+            session_id=sid,
+            role=role,
+            content=content,
+            created_at=created_at,
+            metadata=metadata,
+        )
+        await self._store.set(
+            message_key(sid, record.message_count - 1),
+            message.to_dict(),
+            ttl=record.latest_end - now + self._config.grace_seconds,
+        )
+        return message
+
+    async def _modify(
+        self,
+        sid: str,
+        now: float,
+        change: Callable[[SessionRecord], SessionRecord],
+        *,
+        renewing: bool = False,
+    ) -> SessionRecord:
+        """Atomically apply *change* to the live record of *sid*; return the new record.
+
+        Raises what :meth:`_check_live` raises, before or during the update.
+        """
+        # The record's TTL is needed before the update runs: read it first, and
+        # use an upper bound of the new expiry that does not depend on fields a
+        # concurrent writer could change.
+        stored = await self._store.get(session_key(sid))
+        record = self._check_live(stored, sid, now, renewing=renewing)
+        ttl = max(record.expiry_bound(now) - now, 0.0) + self._config.grace_seconds
+        changed: SessionRecord | None = None
+
+        def apply(current: Any) -> dict[str, Any]:
+            nonlocal changed
+            # Unchanged since the read above (the usual case): already decoded and checked.
+            live = record
+            if current != stored:
+                live = self._check_live(current, sid, now, renewing=renewing)
+            changed = change(live)
+            return changed.to_dict()
+
+        result = await self._store.update(session_key(sid), apply, ttl=ttl)
+        # update() stores and returns what its function returned last: `changed`,
+        # so decoding the result again is only for a store that did not call it.
+        return changed if changed is not None else SessionRecord.from_dict(result)
+
+    async def _load(self, sid: str, now: float) -> SessionRecord:
+        return self._check_live(await self._store.get(session_key(sid)), sid, now)
+
+    @staticmethod
+    def _check_live(current: Any, sid: str, now: float, *, renewing: bool = False) -> SessionRecord:
+        """*current* as a record if it is a live session, else raise."""
+        record = decoded(current)
+        if record is None or record.state == "ended":
+            raise SessionNotFoundError(sid)
+        if renewing and now >= record.latest_end:
+            raise SessionRenewalError.at_max_duration(
+                sid, record.expires_at, record.timeout.max_duration_minutes, record.latest_end
+            )
+        if record.state != "active" or now >= record.expires_at:
+            raise SessionExpiredError(sid, record.expires_at)
+        return record
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} agent={self._runtime.agent_id!r} config={self._config!r}>"

@@ -1,0 +1,371 @@
+"""The stored session record: a typed, immutable view of the JSON under ``s:{id}``.
+
+:class:`SessionRecord` is what the manager and the sweeper work with; only
+:meth:`SessionRecord.from_dict` and :meth:`SessionRecord.to_dict` know the
+stored form, which is (key order included)::
+
+    {"v": 1, "agent_id": str, "user_id": str, "metadata": {...},
+     "created_at": float, "last_activity": float, "renewed_at": float,
+     "timeout": {"timeout_minutes": float, "auto_renew": bool,
+                 "max_duration_minutes": float, "warning_threshold_minutes": float},
+     "renewal_count": int, "message_count": int,
+     "first_message_at": float | null, "last_message_at": float | null,
+     "state": "active" | "expired" | "ended", "expires_at": float, "id": str}
+
+``v`` is the format version. A later format gets its own number and decoder
+in :data:`_DECODERS`; :meth:`~SessionRecord.to_dict` always writes the newest,
+so a record is upgraded the next time it is written. Timestamps are kept as
+read (an int stays an int), so decoding and encoding again gives back the same
+JSON.
+
+Each transition (:meth:`~SessionRecord.with_message`,
+:meth:`~SessionRecord.renewed`, ...) returns a new record with ``expires_at``
+recomputed by ElizaOS's rule, ``min(base + timeout, created_at +
+max_duration)``, where base is the last activity with auto-renew and the last
+manual renewal (or creation) otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from ..errors import SessionRecordError
+from .config import TIMEOUT_FIELDS, TimeoutConfig
+from .models import Session
+
+__all__ = ["RECORD_VERSION", "RecordState", "SessionRecord", "StoredTimeout"]
+
+RECORD_VERSION: Final = 1
+"""The format version :meth:`SessionRecord.to_dict` writes (the ``v`` field)."""
+
+RecordState = Literal["active", "expired", "ended"]
+"""``active``; ``expired`` once a sweeper claimed it; ``ended`` by ``SessionManager.end``."""
+
+_STATES: Final[dict[object, RecordState]] = {
+    "active": "active",
+    "expired": "expired",
+    "ended": "ended",
+}
+# When two messages of a session get the same clock reading, the later one is
+# bumped by this much so that timestamps stay strictly increasing (and usable
+# as exclusive pagination cursors). 1 µs is still exact at epoch magnitudes.
+_TICK: Final = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTimeout:
+    """A session's timeout settings as stored: every field resolved."""
+
+    timeout_minutes: float
+    auto_renew: bool
+    max_duration_minutes: float
+    warning_threshold_minutes: float
+
+    @classmethod
+    def resolved(cls, config: TimeoutConfig) -> StoredTimeout:
+        """From the output of ``SessionsConfig.resolve`` (every field set)."""
+        if (
+            config.timeout_minutes is None
+            or config.auto_renew is None
+            or config.max_duration_minutes is None
+            or config.warning_threshold_minutes is None
+        ):
+            raise ValueError(f"a stored timeout needs every field resolved, got {config!r}")
+        return cls(
+            config.timeout_minutes,
+            config.auto_renew,
+            config.max_duration_minutes,
+            config.warning_threshold_minutes,
+        )
+
+    def to_config(self) -> TimeoutConfig:
+        """The same settings as the public :class:`TimeoutConfig`."""
+        return TimeoutConfig(**self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form."""
+        return {name: getattr(self, name) for name in TIMEOUT_FIELDS}
+
+    def expiry(self, *, created_at: float, last_activity: float, renewed_at: float) -> float:
+        """ElizaOS's rule: ``min(base + timeout, created_at + max_duration)``."""
+        base = last_activity if self.auto_renew else renewed_at
+        return float(
+            min(
+                base + self.timeout_minutes * 60.0,
+                created_at + self.max_duration_minutes * 60.0,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One session as stored under ``s:{id}`` (see the module docs for the JSON form).
+
+    Attributes:
+        id: the session id.
+        agent_id: the agent the session talks to.
+        user_id: the user who opened it.
+        metadata: JSON-compatible data given at creation.
+        created_at: creation time, seconds since the epoch.
+        last_activity: time of the last message, heartbeat or renewal.
+        renewed_at: creation or last manual renewal (the expiry base without auto-renew).
+        timeout: the resolved timeout settings.
+        renewal_count: renewals so far (manual, heartbeat and message ones).
+        message_count: sequence numbers allocated so far (messages are ``0..count-1``).
+        first_message_at: ``created_at`` of message 0, if any.
+        last_message_at: ``created_at`` of the newest message, if any.
+        state: see :data:`RecordState`.
+        expires_at: when the session expires unless renewed.
+    """
+
+    id: str
+    agent_id: str
+    user_id: str
+    metadata: dict[str, Any]
+    created_at: float
+    last_activity: float
+    renewed_at: float
+    timeout: StoredTimeout
+    renewal_count: int
+    message_count: int
+    first_message_at: float | None
+    last_message_at: float | None
+    state: RecordState
+    expires_at: float
+
+    @classmethod
+    def new(
+        cls,
+        session_id: str,
+        *,
+        agent_id: str,
+        user_id: str,
+        metadata: dict[str, Any],
+        timeout: StoredTimeout,
+        now: float,
+    ) -> SessionRecord:
+        """A fresh active session created at *now*."""
+        return cls(
+            id=session_id,
+            agent_id=agent_id,
+            user_id=user_id,
+            metadata=metadata,
+            created_at=now,
+            last_activity=now,
+            renewed_at=now,
+            timeout=timeout,
+            renewal_count=0,
+            message_count=0,
+            first_message_at=None,
+            last_message_at=None,
+            state="active",
+            expires_at=timeout.expiry(created_at=now, last_activity=now, renewed_at=now),
+        )
+
+    @property
+    def latest_end(self) -> float:
+        """The latest moment the session can possibly be alive (``created_at + max duration``)."""
+        return float(self.created_at + self.timeout.max_duration_minutes * 60.0)
+
+    def expiry_bound(self, now: float) -> float:
+        """An upper bound of ``expires_at`` after any activity at *now*.
+
+        It depends only on fields no writer changes (``created_at``, ``timeout``),
+        so it holds whatever a concurrent writer does meanwhile.
+        """
+        return min(now + self.timeout.timeout_minutes * 60.0, self.latest_end)
+
+    # -- transitions ----------------------------------------------------------------
+
+    def with_message(self, now: float, *, renews: bool) -> SessionRecord:
+        """One more message, stamped at *now* or just after the previous one.
+
+        *renews*: the message is user activity, which counts a renewal when
+        auto-renew is on.
+        """
+        last = self.last_message_at
+        created = now if last is None or now > last else last + _TICK
+        activity = max(self.last_activity, now)
+        return dataclasses.replace(
+            self,
+            message_count=self.message_count + 1,
+            last_message_at=created,
+            first_message_at=created if self.first_message_at is None else self.first_message_at,
+            last_activity=activity,
+            renewal_count=self.renewal_count + (1 if renews and self.timeout.auto_renew else 0),
+            expires_at=self._expiry(activity, self.renewed_at),
+        )
+
+    def renewed(self, now: float) -> SessionRecord:
+        """A manual renewal at *now*: the timeout counts from now (up to the max duration)."""
+        activity = max(self.last_activity, now)
+        return dataclasses.replace(
+            self,
+            last_activity=activity,
+            renewed_at=now,
+            renewal_count=self.renewal_count + 1,
+            expires_at=self._expiry(activity, now),
+        )
+
+    def beat(self, now: float) -> SessionRecord:
+        """A heartbeat at *now*: activity, and a renewal with auto-renew."""
+        activity = max(self.last_activity, now)
+        return dataclasses.replace(
+            self,
+            last_activity=activity,
+            renewal_count=self.renewal_count + (1 if self.timeout.auto_renew else 0),
+            expires_at=self._expiry(activity, self.renewed_at),
+        )
+
+    def with_state(self, state: RecordState) -> SessionRecord:
+        """The same record in *state* (claimed by a sweeper, or ended)."""
+        return dataclasses.replace(self, state=state)
+
+    def _expiry(self, last_activity: float, renewed_at: float) -> float:
+        return self.timeout.expiry(
+            created_at=self.created_at, last_activity=last_activity, renewed_at=renewed_at
+        )
+
+    # -- views ------------------------------------------------------------------------
+
+    def to_session(self, clock: Callable[[], float]) -> Session:
+        """The public snapshot, its status properties reading *clock*."""
+        return Session(
+            id=self.id,
+            agent_id=self.agent_id,
+            user_id=self.user_id,
+            metadata=dict(self.metadata),
+            created_at=self.created_at,
+            last_activity=self.last_activity,
+            expires_at=self.expires_at,
+            timeout_config=self.timeout.to_config(),
+            renewal_count=self.renewal_count,
+            message_count=self.message_count,
+            last_message_at=self.last_message_at,
+            clock=clock,
+        )
+
+    # -- the stored form ------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored JSON form, newest format version."""
+        return {
+            "v": RECORD_VERSION,
+            "agent_id": self.agent_id,
+            "user_id": self.user_id,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "last_activity": self.last_activity,
+            "renewed_at": self.renewed_at,
+            "timeout": self.timeout.to_dict(),
+            "renewal_count": self.renewal_count,
+            "message_count": self.message_count,
+            "first_message_at": self.first_message_at,
+            "last_message_at": self.last_message_at,
+            "state": self.state,
+            "expires_at": self.expires_at,
+            "id": self.id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionRecord:
+        """Decode a stored record of any known format version.
+
+        Raises:
+            SessionRecordError: an unknown version, or a field missing or of the
+                wrong type (the store holds something else).
+        """
+        version = data.get("v", RECORD_VERSION)
+        decode = _DECODERS.get(version) if type(version) is int else None
+        if decode is None:
+            raise SessionRecordError(
+                f"session record {data.get('id')!r} has format version {version!r};"
+                f" this version reads {sorted(_DECODERS)} (was it written by a newer one?)"
+            )
+        return decode(data)
+
+
+# Exact types, as JSON decoding gives them (so a bool is not taken for a number).
+_NUMBER: Final = (int, float)
+_OPTIONAL_NUMBER: Final = (int, float, type(None))
+_Schema = tuple[tuple[str, tuple[type, ...]], ...]
+_V1: Final[_Schema] = (
+    ("id", (str,)),
+    ("agent_id", (str,)),
+    ("user_id", (str,)),
+    ("metadata", (dict,)),
+    ("created_at", _NUMBER),
+    ("last_activity", _NUMBER),
+    ("renewed_at", _NUMBER),
+    ("timeout", (dict,)),
+    ("renewal_count", (int,)),
+    ("message_count", (int,)),
+    ("first_message_at", _OPTIONAL_NUMBER),
+    ("last_message_at", _OPTIONAL_NUMBER),
+    ("state", (str,)),
+    ("expires_at", _NUMBER),
+)
+_V1_TIMEOUT: Final[_Schema] = (
+    ("timeout_minutes", _NUMBER),
+    ("auto_renew", (bool,)),
+    ("max_duration_minutes", _NUMBER),
+    ("warning_threshold_minutes", _NUMBER),
+)
+_MISSING: Final = object()
+
+
+def _check_fields(data: Mapping[str, Any], schema: _Schema, record: Mapping[str, Any]) -> None:
+    """Raise SessionRecordError naming the first field of *data* that *schema* refuses."""
+    for name, kinds in schema:
+        value = data.get(name, _MISSING)
+        if type(value) in kinds:
+            continue
+        field = name if data is record else f"timeout.{name}"
+        if value is _MISSING:
+            problem = "is missing"
+        else:
+            wanted = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+            problem = f"is a {type(value).__name__}, not {wanted}"
+        raise SessionRecordError(
+            f"session record {record.get('id')!r}: field {field!r} {problem};"
+            " is another program writing to the sessions store?"
+        )
+
+
+def _decode_v1(data: Mapping[str, Any]) -> SessionRecord:
+    _check_fields(data, _V1, data)
+    timeout = data["timeout"]
+    _check_fields(timeout, _V1_TIMEOUT, data)
+    state = _STATES.get(data["state"])
+    if state is None:
+        raise SessionRecordError(
+            f"session record {data['id']!r}: field 'state' is {data['state']!r},"
+            f" not one of {sorted(map(str, _STATES))}"
+        )
+    return SessionRecord(
+        id=data["id"],
+        agent_id=data["agent_id"],
+        user_id=data["user_id"],
+        metadata=data["metadata"],
+        created_at=data["created_at"],
+        last_activity=data["last_activity"],
+        renewed_at=data["renewed_at"],
+        timeout=StoredTimeout(
+            timeout_minutes=timeout["timeout_minutes"],
+            auto_renew=timeout["auto_renew"],
+            max_duration_minutes=timeout["max_duration_minutes"],
+            warning_threshold_minutes=timeout["warning_threshold_minutes"],
+        ),
+        renewal_count=data["renewal_count"],
+        message_count=data["message_count"],
+        first_message_at=data["first_message_at"],
+        last_message_at=data["last_message_at"],
+        state=state,
+        expires_at=data["expires_at"],
+    )
+
+
+_DECODERS: Final[dict[int, Callable[[Mapping[str, Any]], SessionRecord]]] = {1: _decode_v1}
