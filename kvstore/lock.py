@@ -34,7 +34,7 @@ __all__ = ["StoreLock"]
 
 FIRST_PAUSE: Final = 0.002
 """Seconds a blocked acquirer waits before its second try; doubled up to :data:`MAX_PAUSE`."""
-MAX_PAUSE: Final = 0.1
+MAX_PAUSE: Final = 0.05
 """The longest pause between two tries, so a freed lock is noticed within about this long."""
 _CLEANUP_TIMEOUT: Final = 5.0
 
