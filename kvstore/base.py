@@ -399,12 +399,13 @@ class BaseStore(ABC):
                     await self._update(key, _expecting(transform, live=True), remaining)
                     return
                 try:
+                    await self._update(key, _expecting(transform, live=False), ttl)
+                    return  # it was missing: stored as a new key
+                except _StateChanged:
+                    pass  # live: persistent, unless a TTL came with it meanwhile
+                if await self._ttl(key) is None:
                     await self._update(key, _expecting(transform, live=True), None)
                     return
-                except _StateChanged:
-                    pass  # missing: store it as a new key
-                await self._update(key, _expecting(transform, live=False), ttl)
-                return
             except _StateChanged:
                 continue
 
