@@ -64,8 +64,9 @@ _INT_RANGE: Final = range(-(2**63), 2**64)
 
 
 def _check_key(key: object) -> str:
-    if type(key) is not str:
+    if not isinstance(key, str):
         raise InvalidKeyError(f"key must be a str, not {type(key).__name__}")
+    key = str.__str__(key)  # a str subclass (a StrEnum member) is its plain text
     if not key:
         raise InvalidKeyError("key must not be empty")
     if len(key) > MAX_KEY_LENGTH:
@@ -85,18 +86,21 @@ def _check_ttl(ttl: object) -> float:
 
 def _check_json(value: Any, path: str = "value") -> None:
     """Raise SerializationError unless *value* round-trips through JSON unchanged."""
-    if value is None or isinstance(value, bool | str):
+    # Exact types: a subclass (an IntEnum, a str Enum, a dict subclass) would come
+    # back as its base type. An int subclass would also make `in range` iterate.
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
         return
-    if isinstance(value, int):
+    if kind is int:
         if value not in _INT_RANGE:
             raise SerializationError(f"{path}: integers must fit in 64 bits")
-    elif isinstance(value, float):
+    elif kind is float:
         if not math.isfinite(value):
             raise SerializationError(f"{path}: NaN and infinities are not JSON")
-    elif isinstance(value, list | tuple):
+    elif kind is list or kind is tuple:
         for index, item in enumerate(value):
             _check_json(item, f"{path}[{index}]")
-    elif isinstance(value, dict):
+    elif kind is dict:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise SerializationError(f"{path}: dict keys must be str, got {key!r}")
@@ -207,7 +211,7 @@ class JSONFileStore:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value of *key*, or *default* when missing or expired."""
-        _check_key(key)
+        key = _check_key(key)
         text = self._live(await self._load(), key)
         return default if text is None else json.loads(text)
 
@@ -220,7 +224,7 @@ class JSONFileStore:
 
     async def ttl(self, key: str) -> float | None:
         """Seconds left before *key* expires; None if missing or persistent."""
-        _check_key(key)
+        key = _check_key(key)
         data = await self._load()
         if self._live(data, key) is None:
             return None
@@ -291,7 +295,7 @@ class JSONFileStore:
 
     async def add(self, key: str, value: Any, *, ttl: float | None = None) -> bool:
         """Store *value* only if *key* has no live value; True if stored."""
-        _check_key(key)
+        key = _check_key(key)
         expires_at = self._expiry(ttl)
         text = self._encode(value)
         await self._load()
@@ -316,7 +320,7 @@ class JSONFileStore:
 
         With *keep_ttl*, a live key keeps its remaining TTL (*ttl* is for a new key).
         """
-        _check_key(key)
+        key = _check_key(key)
         expires_at = self._expiry(ttl)
         await self._load()
         async with self._lock:
@@ -341,7 +345,7 @@ class JSONFileStore:
 
     async def persist(self, key: str) -> bool:
         """Remove the TTL of live *key*; False if it is missing."""
-        _check_key(key)
+        key = _check_key(key)
         await self._load()
         async with self._lock:
             data = dict(self._data or {})
@@ -356,7 +360,7 @@ class JSONFileStore:
         self, name: str, *, ttl: float, timeout: float | None = None, blocking: bool = True
     ) -> StoreLock:
         """A lock held under the key *name* (exclusive within this process, like the store)."""
-        _check_key(name)
+        name = _check_key(name)
         token_ttl = _check_ttl(ttl)
 
         async def acquire(token: str) -> bool:
@@ -384,7 +388,7 @@ class JSONFileStore:
 
     async def expire(self, key: str, ttl: float) -> bool:
         """Give live *key* a new TTL; False if it is missing."""
-        _check_key(key)
+        key = _check_key(key)
         seconds = _check_ttl(ttl)
         await self._load()
         async with self._lock:

@@ -25,6 +25,7 @@ import math
 import os
 import pickle
 import random
+import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -39,6 +40,7 @@ from kvstore import (
     KVStore,
     KVStoreError,
     MemoryStore,
+    RedisClusterStore,
     RedisStore,
     SerializationError,
     SQLiteStore,
@@ -133,10 +135,9 @@ async def raw_access(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             yield RawAccess(sqlite_store, read_row, write_row)
     else:
         url = request.getfixturevalue("redis_url" if backend == "redis" else "cluster_url")
-        async with RedisStore(url) as redis_store:
-            client: Any = (
-                redis_store.cluster_client if redis_store.is_cluster else redis_store.client
-            )
+        store_class = RedisStore if backend == "redis" else RedisClusterStore
+        async with store_class(url) as redis_store:
+            client: Any = redis_store.client
 
             async def read_key(key: str) -> Any:
                 return await client.get(f"kv:default:{key}")
