@@ -60,9 +60,10 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
     error is sent again. That is harmless for ``get``, ``set``, ``set_many``,
     ``get_many``, ``ttl``, ``expire``, ``entries`` and ``clear``, but
     ``delete``/``delete_many`` may then report a key removed by the lost first
-    attempt as absent, ``add`` may return False for a value it did store, and
-    ``update`` may apply *fn* twice if the EXEC succeeded but its reply was
-    lost. Pass ``retries=0`` where that matters.
+    attempt as absent, and ``add`` may return False for a value it did store.
+    ``update`` does not apply *fn* twice: its transaction leaves a receipt that
+    the retry reads (see :meth:`_watch_and_set`). Pass ``retries=0`` where that
+    matters.
 
     :meth:`from_url` takes ``redis://[user:password@]host:port/db``,
     ``rediss://…`` (TLS) or ``unix:///path.sock?db=N``, with store options in
