@@ -12,7 +12,8 @@ Each test runs its own :class:`~kvstore.testing.redis_server.RedisServer`.
   ``BackendUnavailableError``/``UpdateConflictError`` (never a plain
   ``KVStoreError``), and the counter must hold exactly the successful
   increments: a connection lost while EXEC was in flight is resolved, not
-  guessed (see ``RedisStore._update``).
+  guessed (see ``RedisStore._watch_and_set``). Conflicts running out raise
+  ``UpdateConflictError`` on one server (WATCH) and on a cluster (compare-and-set).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kvstore import (
     KVStoreError,
     RedisStore,
     UpdateConflictError,
+    open_store,
 )
 from kvstore.testing.redis_server import RedisServer
 
@@ -163,3 +165,38 @@ async def test_connections_killed_during_updates(server: RedisServer) -> None:
     )
     assert tally.kills > 0 and tally.succeeded > 0
     assert counter == tally.succeeded
+
+
+@pytest.mark.parametrize("mode", ["server", "cluster"])
+async def test_conflicts_running_out_raise_update_conflict_error(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    import redis.cluster
+
+    import kvstore.backends.redis.base as redis_base
+
+    monkeypatch.setattr(redis_base, "MAX_UPDATE_CONFLICTS", 3)
+    url = request.getfixturevalue("redis_url" if mode == "server" else "cluster_url")
+    if mode == "server":
+        rival: Any = redis.Redis.from_url(url)
+    else:  # any one node of redis+cluster://h1:p1,h2:p2,…/: it finds the others
+        host, _, port = url.split("://")[1].split(",")[0].rstrip("/").rpartition(":")
+        rival = redis.cluster.RedisCluster(host=host, port=int(port))
+    calls = 0
+
+    def meddling(value: int) -> int:
+        # Another client changes the key between every read and write (a
+        # blocking client: fn is synchronous).
+        nonlocal calls
+        calls += 1
+        rival.set(b"kv:conflicts:k", str(-calls).encode())  # a new value each time
+        return value + 1
+
+    with rival:
+        async with open_store(url, namespace="conflicts") as store:
+            await store.set("k", 0)
+            with pytest.raises(UpdateConflictError) as info:
+                await store.update("k", meddling)
+            assert isinstance(info.value, KVStoreError) and "nothing was stored" in str(info.value)
+            assert calls == 3
+            assert await store.get("k") == -3  # only the rival's writes landed
