@@ -1,6 +1,6 @@
 """Redis faults as typed errors: a server refusing writes, connections killed mid-update.
 
-Each test runs its own :class:`~kvstore.testing.redis_server.RedisServer`.
+The refusal and kill tests run their own :class:`~kvstore.testing.redis_server.RedisServer`.
 
 - ``OOM`` (``maxmemory`` reached under ``noeviction``) and ``READONLY`` (a
   replica) refuse writes: every write call raises
@@ -147,7 +147,7 @@ async def test_connections_killed_during_updates(server: RedisServer) -> None:
     stop = anyio.Event()
     async with (
         redis.asyncio.Redis.from_url(server.url) as admin,
-        RedisStore(server.url, namespace="kills", retries=5, retry_backoff=0.01) as store,
+        RedisStore(server.url, namespace="kills", retries=10, retry_backoff=0.01) as store,
     ):
         async with anyio.create_task_group() as tg:
             for _ in range(UPDATERS):
