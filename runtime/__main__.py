@@ -92,7 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s"
     )
-    app = create_app(AgentRuntime(agent_id=args.agent_id), max_body_bytes=args.max_body_bytes)
+    from .http.auth import AUTH_TOKEN_VARIABLE
+
+    # Empty means unset, as on ElizaOS: no authentication.
+    api_key = os.environ.get(AUTH_TOKEN_VARIABLE) or None
+    app = create_app(
+        AgentRuntime(agent_id=args.agent_id),
+        max_body_bytes=args.max_body_bytes,
+        api_key=api_key,
+    )
     # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
     # most 10 s), then the lifespan stops the sweeper and closes the runtime.
     uvicorn.run(

@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 API = "/api/messaging/sessions"
 AGENT = "e2e-agent"
 STARTUP_TIMEOUT = 30.0
-_ENV_VARIABLES = ("KV_STORE_BACKEND", "KV_STORE_PATH", "KV_STORE_TTL", "REDIS_URL", "AGENT_ID")
+_ENV_VARIABLES = (
+    "KV_STORE_BACKEND",
+    "KV_STORE_PATH",
+    "KV_STORE_TTL",
+    "REDIS_URL",
+    "AGENT_ID",
+    "ELIZA_SERVER_AUTH_TOKEN",
+)
 
 
 class Server:

@@ -18,6 +18,7 @@ from kvstore.options import check_int, check_seconds
 
 from ..agent import AgentRuntime
 from ..sessions import SessionManager
+from .auth import APIKeyMiddleware
 from .context import Endpoint, RouteTable, ServedAgent
 from .errors import guarded, http_exception
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
@@ -38,6 +39,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
     sweep: bool = True,
+    api_key: str | None = None,
 ) -> Starlette:
     """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
 
@@ -55,16 +57,22 @@ def create_app(
         max_body_bytes: largest request body accepted; larger ones get 413.
         health_timeout: seconds ``/health`` waits for the store.
         sweep: run the expired-session sweeper during the lifespan.
+        api_key: when set, every ``/api`` request needs an ``X-API-KEY`` header
+            equal to it (401 otherwise; preflights pass). ``python -m runtime
+            serve`` takes it from ``ELIZA_SERVER_AUTH_TOKEN``.
 
     Raises:
         TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
-        ValueError: *max_body_bytes* < 1, or *health_timeout* not finite and > 0.
+        ValueError: *max_body_bytes* < 1, *health_timeout* not finite and > 0, or
+            *api_key* empty.
 
     >>> app = create_app(AgentRuntime(agent_id="agent-1"))
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
     """
     check_int("max_body_bytes", max_body_bytes, minimum=1)
     check_seconds("health_timeout", health_timeout)
+    if api_key is not None and (not isinstance(api_key, str) or not api_key):
+        raise ValueError("api_key must be a non-empty str, or None for no authentication")
     served = ServedAgent(AgentRuntime() if runtime is None else runtime, sessions)
     ops = OpsRoutes(served, health_timeout=health_timeout)
     # Ops first: its /api/messaging/sessions/health must win over the
@@ -73,6 +81,8 @@ def create_app(
     # Auth, CORS and rate limiting go here, outermost first, each a module of
     # its own under runtime/http/.
     middleware: list[Middleware] = []
+    if api_key is not None:
+        middleware.append(Middleware(APIKeyMiddleware, api_key=api_key))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
