@@ -10,9 +10,10 @@ The refusal and kill tests run their own :class:`~kvstore.testing.redis_server.R
   tasks run ``update()``: redis-py reports a connection lost during a WATCH as
   a ``WatchError``, like a conflict. Every call must succeed or raise
   ``BackendUnavailableError``/``UpdateConflictError`` (never a plain
-  ``KVStoreError``), and the counter must hold exactly the successful
-  increments: a connection lost while EXEC was in flight is resolved, not
-  guessed (see ``RedisStore._watch_and_set``). Conflicts running out raise
+  ``KVStoreError``), and the counter must hold every successful increment
+  once: a connection lost while EXEC was in flight is resolved by the retry,
+  not guessed (see ``RedisStore._watch_and_set``); only a call that ran out of
+  retries cannot know whether its last EXEC ran. Conflicts running out raise
   ``UpdateConflictError`` on one server (WATCH) and on a cluster (compare-and-set).
 """
 
@@ -147,7 +148,7 @@ async def test_connections_killed_during_updates(server: RedisServer) -> None:
     stop = anyio.Event()
     async with (
         redis.asyncio.Redis.from_url(server.url) as admin,
-        RedisStore(server.url, namespace="kills", retries=10, retry_backoff=0.01) as store,
+        RedisStore(server.url, namespace="kills", retries=5, retry_backoff=0.01) as store,
     ):
         async with anyio.create_task_group() as tg:
             for _ in range(UPDATERS):
@@ -164,7 +165,10 @@ async def test_connections_killed_during_updates(server: RedisServer) -> None:
         f" {tally.conflicts} UpdateConflictError; counter {counter}"
     )
     assert tally.kills > 0 and tally.succeeded > 0
-    assert counter == tally.succeeded
+    # Every success counted once, none lost, and nothing applied twice. A call
+    # that ran out of retries cannot know whether its last EXEC ran: it may
+    # have added one too (the only slack).
+    assert tally.succeeded <= counter <= tally.succeeded + tally.unavailable
 
 
 @pytest.mark.parametrize("mode", ["server", "cluster"])
