@@ -93,13 +93,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s"
     )
     from .http.auth import AUTH_TOKEN_VARIABLE
+    from .http.cors import parse_cors_origin
 
     # Empty means unset, as on ElizaOS: no authentication.
     api_key = os.environ.get(AUTH_TOKEN_VARIABLE) or None
+    try:
+        cors_origins = parse_cors_origin(os.environ.get("CORS_ORIGIN"))
+    except ValueError as err:
+        print(f"python -m runtime serve: {err}", file=sys.stderr)
+        return 2
     app = create_app(
         AgentRuntime(agent_id=args.agent_id),
         max_body_bytes=args.max_body_bytes,
         api_key=api_key,
+        cors_origins=cors_origins,
     )
     # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
     # most 10 s), then the lifespan stops the sweeper and closes the runtime.

@@ -20,7 +20,9 @@ from ..agent import AgentRuntime
 from ..sessions import SessionManager
 from .auth import APIKeyMiddleware
 from .context import Endpoint, RouteTable, ServedAgent
+from .cors import cors_middleware
 from .errors import guarded, http_exception
+from .headers import SecurityHeadersMiddleware
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
 from .sessions import SessionRoutes
 
@@ -40,6 +42,7 @@ def create_app(
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
     sweep: bool = True,
     api_key: str | None = None,
+    cors_origins: tuple[str, ...] | None = None,
 ) -> Starlette:
     """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
 
@@ -60,6 +63,8 @@ def create_app(
         api_key: when set, every ``/api`` request needs an ``X-API-KEY`` header
             equal to it (401 otherwise; preflights pass). ``python -m runtime
             serve`` takes it from ``ELIZA_SERVER_AUTH_TOKEN``.
+        cors_origins: browser origins allowed to call the API; None allows
+            every origin, as ElizaOS does (``serve`` reads ``CORS_ORIGIN``).
 
     Raises:
         TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
@@ -78,9 +83,8 @@ def create_app(
     # Ops first: its /api/messaging/sessions/health must win over the
     # session routes' /api/messaging/sessions/{session_id}.
     tables = [ops.routes(), SessionRoutes(served, max_body_bytes=max_body_bytes).routes()]
-    # Auth, CORS and rate limiting go here, outermost first, each a module of
-    # its own under runtime/http/.
-    middleware: list[Middleware] = []
+    # Outermost first: CORS answers preflights before the key is asked for.
+    middleware = [Middleware(SecurityHeadersMiddleware), cors_middleware(cors_origins)]
     if api_key is not None:
         middleware.append(Middleware(APIKeyMiddleware, api_key=api_key))
 
