@@ -192,9 +192,9 @@ def _value_id(value: Any) -> str:
     """A short test id; repr of a deeply nested value would itself recurse too deep."""
     if type(value) is list and value and type(value[0]) is list:
         return "deeply-nested-list"
-    if type(value).__repr__ is object.__repr__:
-        # The default repr holds an address: pytest-xdist workers would disagree.
-        return type(value).__name__
+    if type(value) is object:
+        # Its repr holds an address: pytest-xdist workers would disagree.
+        return "object()"
     return repr(value)
 
 
