@@ -370,9 +370,11 @@ class _Recording(StoreWrapper):
         self.writes.append(ttl)
         await self.inner.set_many(mapping, ttl=ttl)
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
         self.writes.append(ttl)
-        await self.inner.set(key, value, ttl=ttl)
+        await self.inner.set(key, value, ttl=ttl, keep_ttl=keep_ttl)
 
 
 @pytest.mark.parametrize(("precision", "writes"), [(0.0, 20), (1.0, 11), (100.0, 1)])
@@ -455,7 +457,9 @@ def test_copy_store_no_overwrite_relies_on_add_for_races() -> None:
 
 
 class _Failing(_Recording):
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
         raise BackendUnavailableError(f"cannot write {key}")
 
     async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:

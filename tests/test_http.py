@@ -22,7 +22,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import kvstore
-from kvstore import StoreMetrics, StoreService
+from kvstore import BackendUnavailableError, StoreMetrics, StoreService, UpdateConflictError
 from kvstore.backends.redis import RedisStore
 from kvstore.testing import ManualClock
 from kvstore.testing.redis_server import free_port
@@ -931,6 +931,26 @@ async def test_runtime_not_running_is_503() -> None:
         health = await client.get("/health")
         assert health.status_code == 503
         assert health.json()["dependencies"]["store"] == "unavailable: RuntimeStateError"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [UpdateConflictError("update('s') gave up"), BackendUnavailableError("OOM at 10.0.0.1")],
+    ids=type,
+)
+async def test_store_faults_are_503_with_retry_after(error: Exception) -> None:
+    async def failing(runtime: AgentRuntime, message: Message, state: dict[str, Any]) -> str:
+        raise error
+
+    async with AgentRuntime(agent_id=AGENT, handler=failing, environ={}) as runtime:
+        async with client_for(create_app(runtime)) as client:
+            session_id = (await create(client))["sessionId"]
+            response = await client.post(
+                f"{API_PREFIX}/{session_id}/messages", json={"content": "hi"}
+            )
+            assert error_of(response, 503)["code"] == "SERVICE_UNAVAILABLE"
+            assert response.headers["retry-after"] == "1"
+            assert "10.0.0.1" not in response.text
 
 
 async def test_unexpected_error_is_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:

@@ -122,9 +122,11 @@ class WrappedStore(StoreWrapper):
         self.keys_read.append(key)
         return await self.inner.get(key, default)
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
         await self._enter("set")
-        await self.inner.set(key, value, ttl=ttl)
+        await self.inner.set(key, value, ttl=ttl, keep_ttl=keep_ttl)
         self._wrote("set", key, value, ttl)
 
     async def delete(self, key: str) -> bool:
@@ -162,10 +164,16 @@ class WrappedStore(StoreWrapper):
         return added
 
     async def update(
-        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
         await self._enter("update")
-        result = await self.inner.update(key, fn, default=default, ttl=ttl)
+        result = await self.inner.update(key, fn, default=default, ttl=ttl, keep_ttl=keep_ttl)
         self._wrote("update", key, result, ttl)
         return result
 

@@ -67,9 +67,11 @@ class GatedStore(StoreWrapper):
             self.blocked.set()
             await self.release.wait()
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
         await self._gate([key])
-        await self.inner.set(key, value, ttl=ttl)
+        await self.inner.set(key, value, ttl=ttl, keep_ttl=keep_ttl)
 
     async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
         await self._gate(mapping)
@@ -104,8 +106,10 @@ class CountingStore(StoreWrapper):
     def _count(self, key: str, value: Any) -> None:
         self.bytes_written += len(key) + len(orjson.dumps(value))
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        await self.inner.set(key, value, ttl=ttl)
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        await self.inner.set(key, value, ttl=ttl, keep_ttl=keep_ttl)
         self._count(key, value)
 
     async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
@@ -120,9 +124,15 @@ class CountingStore(StoreWrapper):
         return added
 
     async def update(
-        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
-        result = await self.inner.update(key, fn, default=default, ttl=ttl)
+        result = await self.inner.update(key, fn, default=default, ttl=ttl, keep_ttl=keep_ttl)
         self.updates += key.startswith("s:")
         self._count(key, result)
         return result

@@ -5,7 +5,8 @@ as ElizaOS's Sessions router sends it, with its codes and messages
 (``SESSION_NOT_FOUND`` 404, ``SESSION_EXPIRED`` 410, ``VALIDATION_ERROR`` 400,
 ...) but never its ``stack`` (a deliberate difference), plus 413
 ``PAYLOAD_TOO_LARGE`` and 503 ``SERVICE_UNAVAILABLE`` (with ``Retry-After``)
-when the key-value backend cannot be reached. Anything
+when the key-value backend cannot be reached or an update lost every conflict
+retry (``UpdateConflictError``). Anything
 unexpected is logged and answered 500 without its details: never a stack trace.
 """
 
@@ -20,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kvstore import BackendUnavailableError, StoreClosedError
+from kvstore import BackendUnavailableError, StoreClosedError, UpdateConflictError
 
 from ..errors import (
     APIError,
@@ -59,9 +60,11 @@ _SESSION_ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (IdempotencyInFlightError, 409, "IDEMPOTENCY_KEY_IN_FLIGHT"),
 )
 
-# Errors meaning "the store cannot answer now": the client should retry.
+# Errors meaning "the store cannot answer now": the client should retry. An
+# update that lost every conflict retry stored nothing, so a retry is safe too.
 _UNAVAILABLE: Final = (
     BackendUnavailableError,
+    UpdateConflictError,
     StoreClosedError,
     RuntimeStateError,
     ExchangeNotStoredError,

@@ -27,7 +27,8 @@ from .urls import CLUSTER_SCHEMES, SCHEMES, redact, url_scheme
 
 __all__ = ["RedisClusterStore"]
 
-# update(): compare-and-set. It stores ARGV[3] (with PX ARGV[4] unless empty)
+# update(): compare-and-set. It stores ARGV[3] (with PX ARGV[4] unless empty,
+# and keeping the key's TTL if it exists and ARGV[5] is "1")
 # only if the key still holds what was read: ARGV[2] when ARGV[1] is "1", no
 # live value when it is "0". A value written and then restored meanwhile counts
 # as unchanged, which is still a correct read-modify-write.
@@ -38,7 +39,9 @@ if ARGV[1] == '1' then
 elseif current then
   return 0
 end
-if ARGV[4] == '' then
+if ARGV[5] == '1' and current then
+  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+elseif ARGV[4] == '' then
   redis.call('SET', KEYS[1], ARGV[3])
 else
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
@@ -175,7 +178,7 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
         await self._batch(commands, "MSET")
 
     async def _try_update(
-        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None
+        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None, keep_ttl: bool
     ) -> bool | Exception:
         """Read, transform, then compare-and-set.
 
@@ -191,7 +194,8 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
             return err
         expiry = b"" if ttl is None else str(millis(ttl)).encode()
         expected = (b"0", b"") if stored is None else (b"1", stored)
-        swapped = await self._command("EVAL", _CAS_SCRIPT, 1, rkey, *expected, new, expiry)
+        keep = b"1" if keep_ttl else b"0"
+        swapped = await self._command("EVAL", _CAS_SCRIPT, 1, rkey, *expected, new, expiry, keep)
         return bool(swapped)
 
     async def _scan_names(
