@@ -1,15 +1,14 @@
-"""The store on one Redis server: MGET/MSET bulk calls, WATCH/MULTI updates, one SCAN cursor."""
+"""The store on one Redis server: MGET/MSET bulk calls, a MULTI for TTL-ed bulk writes, one SCAN cursor."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, cast
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
-from ...base import MISSING
 from ...errors import ConfigError
 from .base import RedisStoreBase, px, scan
 from .connection import PoolOptions, ServerConnection
@@ -58,7 +57,7 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
     ``get_many``, ``ttl``, ``expire``, ``entries`` and ``clear``, but
     ``delete``/``delete_many`` may then report a key removed by the lost first
     attempt as absent, ``add`` may return False for a value it did store, and
-    ``update`` may apply *fn* twice if the EXEC succeeded but its reply was
+    ``update`` may apply *fn* twice if the compare-and-set succeeded but its reply was
     lost. Pass ``retries=0`` where that matters.
 
     :meth:`from_url` takes ``redis://[user:password@]host:port/db``,
@@ -132,37 +131,6 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
                 await pipe.execute()
 
         await self._retry.run(transaction, "MULTI/SET/EXEC")
-
-    async def _try_update(
-        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None
-    ) -> bool | Exception:
-        return await self._retry.run(
-            lambda: self._watch_and_set(rkey, transform, ttl), "WATCH/MULTI/EXEC"
-        )
-
-    async def _watch_and_set(
-        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None
-    ) -> bool | Exception:
-        """WATCH the key, read it, then write ``transform(value)`` in MULTI/EXEC.
-
-        On a dedicated connection of the pool (never the auto-pipeline): the
-        WATCH holds for that connection only.
-        """
-        async with self._connection.use().pipeline(transaction=True) as pipe:
-            await pipe.watch(rkey)
-            # After WATCH the pipeline runs commands immediately.
-            stored = await cast(Awaitable[Any], pipe.execute_command("GET", rkey))
-            try:
-                new = transform(MISSING if stored is None else stored)
-            except Exception as err:
-                return err
-            pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.execute_command("SET", rkey, new, *px(ttl))
-            try:
-                await pipe.execute()
-            except redis.exceptions.WatchError:
-                return False
-        return True
 
     def _scan_names(
         self, pattern: bytes, *, unique: bool = True
