@@ -42,7 +42,7 @@ __all__ = ["main"]
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 FAMILIES: Final[tuple[Family, ...]] = ("memory", "redis", "sqlite")
-EXTRAS: Final = ("metrics_overhead", "sessions_bench", "sessions_load")
+EXTRAS: Final = ("metrics_overhead", "sessions_bench", "sessions_load", "redis_overheads")
 PARTS: Final = ("redis-benchmark", "profile", *EXTRAS)
 
 
