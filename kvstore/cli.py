@@ -43,6 +43,7 @@ from .errors import (
 from .metrics import MetricsStore
 from .options import TextOption, int_option, seconds_option
 from .progress import open_progress
+from .redaction import redact_url
 from .service import StoreService, open_service
 
 # copy_store and CopyCounts live in kvstore.copy; they stay importable from here,
@@ -333,6 +334,7 @@ def _with_cause(err: BaseException) -> str:
 def _redact(message: str, urls: Sequence[str]) -> str:
     """Collapse *message* to one line and hide any password found in *urls*."""
     for url in urls:
+        message = message.replace(url, redact_url(url))
         try:
             password = urlsplit(url).password
         except ValueError:

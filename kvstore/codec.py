@@ -107,7 +107,12 @@ class JSONCodec:
 
     def encode(self, value: Any) -> bytes:
         """Encode *value* as JSON bytes."""
-        if type(value) not in _PLAIN_SCALARS and (found := _disallowed(value)):
+        try:
+            found = None if type(value) in _PLAIN_SCALARS else _disallowed(value)
+        except RecursionError:
+            # orjson refuses more than 254 levels anyway; this walk gives up first.
+            raise SerializationError("cannot store a value nested this deeply") from None
+        if found:
             raise SerializationError(f"cannot store {found} ({_ALLOWED})")
         try:
             return orjson.dumps(value, option=_STRICT)

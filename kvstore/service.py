@@ -12,6 +12,7 @@ from .codec import MAX_TTL, check_store_name
 from .errors import ConfigError, StoreClosedError, UnsupportedBackendError
 from .options import check_seconds, parse_float
 from .protocol import KVStore
+from .redaction import redact_url
 
 if TYPE_CHECKING:
     from .metrics import StoreMetrics
@@ -45,7 +46,7 @@ def _backend_class(url: str) -> type[BaseStore]:
     if target is None:
         supported = ", ".join(f"{name}://" for name in BACKENDS)
         raise UnsupportedBackendError(
-            f"unsupported store URL {url!r}: the scheme must be one of {supported}"
+            f"unsupported store URL {redact_url(url)!r}: the scheme must be one of {supported}"
         )
     module_name, class_name = target
     try:
@@ -205,7 +206,7 @@ def service_from_env(environ: Mapping[str, str] | None = None, **options: Any) -
         url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
         if url.partition("://")[0].lower() not in _REDIS_SCHEMES:
             raise ConfigError(
-                f"REDIS_URL={url!r} is not a Redis URL: use redis://, rediss://, unix://,"
+                f"REDIS_URL={redact_url(url)!r} is not a Redis URL: use redis://, rediss://, unix://,"
                 " redis+cluster:// or rediss+cluster://"
             )
     elif backend == "redis-cluster":
@@ -215,7 +216,7 @@ def service_from_env(environ: Mapping[str, str] | None = None, **options: Any) -
             url = f"{scheme.lower()}+cluster://{rest}"  # one node to start from
         elif not sep or scheme.lower() not in ("redis+cluster", "rediss+cluster"):
             raise ConfigError(
-                f"REDIS_URL={url!r} is not a Redis Cluster URL: use"
+                f"REDIS_URL={redact_url(url)!r} is not a Redis Cluster URL: use"
                 " redis+cluster://host:port[,host:port…]/, rediss+cluster://…,"
                 " or redis://host:port for one node to start from"
             )

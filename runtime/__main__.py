@@ -37,6 +37,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _configuration_problem() -> str | None:
+    """What is wrong with the store variables, checked before serving (None: nothing).
+
+    The runtime reads them again in its lifespan; checking here first turns a bad
+    value into one line and exit status 2 instead of a traceback from uvicorn.
+    Building a service opens no connection, so this does no I/O.
+    """
+    import asyncio
+
+    from kvstore import ConfigError, UnsupportedBackendError, service_from_env
+
+    if not os.environ.get("KV_STORE_BACKEND", "").strip():
+        return None
+    try:
+        service = service_from_env(os.environ)
+    except (ConfigError, UnsupportedBackendError) as err:
+        return str(err)
+    except ImportError as err:
+        return f"KV_STORE_BACKEND needs a driver that is not installed: {err}"
+    asyncio.run(service.aclose())
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``serve`` and its options."""
     from .http import DEFAULT_MAX_BODY_BYTES
@@ -92,7 +115,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(levelname)-8s %(name)s: %(message)s"
     )
-    app = create_app(AgentRuntime(agent_id=args.agent_id), max_body_bytes=args.max_body_bytes)
+    from .http.auth import AUTH_TOKEN_VARIABLE
+    from .http.cors import parse_cors_origin
+
+    problem = _configuration_problem()
+    if problem is not None:
+        print(f"python -m runtime serve: {problem}", file=sys.stderr)
+        return 2
+
+    # Empty means unset, as on ElizaOS: no authentication.
+    api_key = os.environ.get(AUTH_TOKEN_VARIABLE) or None
+    from .http.ratelimit import RateLimit
+
+    try:
+        cors_origins = parse_cors_origin(os.environ.get("CORS_ORIGIN"))
+        rate_limit = RateLimit.parse(os.environ.get("HTTP_RATE_LIMIT"))
+    except ValueError as err:
+        print(f"python -m runtime serve: {err}", file=sys.stderr)
+        return 2
+    app = create_app(
+        AgentRuntime(agent_id=args.agent_id),
+        max_body_bytes=args.max_body_bytes,
+        api_key=api_key,
+        cors_origins=cors_origins,
+        rate_limit=rate_limit,
+    )
     # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
     # most 10 s), then the lifespan stops the sweeper and closes the runtime.
     uvicorn.run(

@@ -12,7 +12,7 @@ import math
 import random
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import httpx
@@ -207,12 +207,30 @@ async def test_bad_json_body(
     assert fragment in error["message"]
 
 
-async def test_body_is_json_whatever_the_content_type(client: httpx.AsyncClient) -> None:
-    # `curl -d` sends application/x-www-form-urlencoded.
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain", "application/vnd.api+json"],
+)
+async def test_a_body_that_is_not_declared_json_is_refused(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    # A cross-site form or text/plain POST needs no preflight: refusing it is
+    # what keeps a web page from creating sessions with a visitor's browser.
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = await client.post(
+        API_PREFIX, content=b'{"agentId": "agent-http", "userId": "u"}', headers=headers
+    )
+    error = error_of(response, 400)
+    assert error["code"] == "INVALID_CONTENT_TYPE"
+    listed = (await client.get(API_PREFIX)).json()
+    assert listed["sessions"] == []
+
+
+async def test_json_with_a_charset_is_accepted(client: httpx.AsyncClient) -> None:
     response = await client.post(
         API_PREFIX,
         content=b'{"agentId": "agent-http", "userId": "u"}',
-        headers={"content-type": "application/x-www-form-urlencoded"},
+        headers={"content-type": "Application/JSON; charset=utf-8"},
     )
     assert response.status_code == 201
 
@@ -527,6 +545,9 @@ async def test_delete_session(client: httpx.AsyncClient) -> None:
 # -- body size limits ------------------------------------------------------------------------------
 
 
+JSON: Final = {"content-type": "application/json"}
+
+
 def padded(size: int) -> bytes:
     """A valid create body of exactly *size* bytes."""
     head = b'{"agentId": "agent-http", "userId": "u", "metadata": {"pad": "'
@@ -539,13 +560,15 @@ async def test_body_at_the_limit_is_accepted(
 ) -> None:
     app = create_app(runtime, sessions=manager, max_body_bytes=SMALL_BODY_LIMIT)
     async with client_for(app) as client:
-        assert (await client.post(API_PREFIX, content=padded(SMALL_BODY_LIMIT))).status_code == 201
-        response = await client.post(API_PREFIX, content=padded(SMALL_BODY_LIMIT + 1))
+        assert (
+            await client.post(API_PREFIX, content=padded(SMALL_BODY_LIMIT), headers=JSON)
+        ).status_code == 201
+        response = await client.post(API_PREFIX, content=padded(SMALL_BODY_LIMIT + 1), headers=JSON)
         assert error_of(response, 413)["code"] == "PAYLOAD_TOO_LARGE"
 
 
 async def test_declared_oversize_body_is_413(client: httpx.AsyncClient) -> None:
-    response = await client.post(API_PREFIX, content=b"x" * (SMALL_BODY_LIMIT * 10))
+    response = await client.post(API_PREFIX, content=b"x" * (SMALL_BODY_LIMIT * 10), headers=JSON)
     error = error_of(response, 413)
     assert str(SMALL_BODY_LIMIT) in error["message"]
 
@@ -559,7 +582,7 @@ async def test_chunked_oversize_body_is_413(client: httpx.AsyncClient) -> None:
             chunks_sent += 1
             yield b"x" * 1024
 
-    response = await client.post(API_PREFIX, content=chunks())
+    response = await client.post(API_PREFIX, content=chunks(), headers=JSON)
     assert "content-length" not in response.request.headers
     assert error_of(response, 413)["code"] == "PAYLOAD_TOO_LARGE"
     # It stopped reading soon after the limit, not at the end of the stream.
@@ -568,13 +591,15 @@ async def test_chunked_oversize_body_is_413(client: httpx.AsyncClient) -> None:
 
 async def test_lying_content_length_is_413(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        API_PREFIX, content=padded(SMALL_BODY_LIMIT * 2), headers={"content-length": "10"}
+        API_PREFIX, content=padded(SMALL_BODY_LIMIT * 2), headers={**JSON, "content-length": "10"}
     )
     assert error_of(response, 413)["code"] == "PAYLOAD_TOO_LARGE"
 
 
 async def test_malformed_content_length_is_400(client: httpx.AsyncClient) -> None:
-    response = await client.post(API_PREFIX, content=b"{}", headers={"content-length": "-2"})
+    response = await client.post(
+        API_PREFIX, content=b"{}", headers={**JSON, "content-length": "-2"}
+    )
     assert error_of(response, 400)["code"] == "BAD_REQUEST"
 
 
@@ -873,3 +898,48 @@ def test_serve_rejects_bad_arguments(argv: list[str], capsys: pytest.CaptureFixt
         build_parser().parse_args(argv)
     assert exit_info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def nested_metadata(depth: int) -> dict[str, Any]:
+    """A metadata object *depth* levels deep (the object itself is level 1)."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [33, 252, 253, 254])
+async def test_deep_metadata_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, depth: int
+) -> None:
+    session = await create(client)
+    sid = session["sessionId"]
+    deep = nested_metadata(depth)
+    refused = await client.post(
+        API_PREFIX, json={"agentId": AGENT, "userId": "u", "metadata": deep}
+    )
+    assert error_of(refused, 400)["code"] == "VALIDATION_ERROR"
+    sent = await client.post(
+        f"{API_PREFIX}/{sid}/messages", json={"content": "hi", "metadata": deep}
+    )
+    assert error_of(sent, 400)["code"] == "VALIDATION_ERROR"
+    # Nothing changed: one session, no message, and the list still answers.
+    listed = await client.get(API_PREFIX)
+    assert listed.status_code == 200
+    assert [s["sessionId"] for s in listed.json()["sessions"]] == [sid]
+    history = await client.get(f"{API_PREFIX}/{sid}/messages")
+    assert history.status_code == 200 and history.json()["messages"] == []
+    info = (await client.get(f"{API_PREFIX}/{sid}")).json()
+    assert info.get("messageCount", 0) == 0
+
+
+async def test_metadata_at_the_depth_limit_is_kept(client: httpx.AsyncClient) -> None:
+    deep = nested_metadata(32)
+    session = await create(client, metadata=deep)
+    sid = session["sessionId"]
+    sent = await client.post(
+        f"{API_PREFIX}/{sid}/messages", json={"content": "hi", "metadata": deep}
+    )
+    assert sent.status_code == 201, sent.text
+    assert (await client.get(API_PREFIX)).status_code == 200
+    assert (await client.get(f"{API_PREFIX}/{sid}/messages")).status_code == 200

@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 API = "/api/messaging/sessions"
 AGENT = "e2e-agent"
 STARTUP_TIMEOUT = 30.0
-_ENV_VARIABLES = ("KV_STORE_BACKEND", "KV_STORE_PATH", "KV_STORE_TTL", "REDIS_URL", "AGENT_ID")
+_ENV_VARIABLES = (
+    "KV_STORE_BACKEND",
+    "KV_STORE_PATH",
+    "KV_STORE_TTL",
+    "REDIS_URL",
+    "AGENT_ID",
+    "ELIZA_SERVER_AUTH_TOKEN",
+)
 
 
 class Server:
@@ -84,6 +91,7 @@ class Server:
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["HTTP_RATE_LIMIT"] = "0"  # tests that check the limiter set their own
     return env
 
 

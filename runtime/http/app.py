@@ -18,9 +18,13 @@ from kvstore.options import check_int, check_seconds
 
 from ..agent import AgentRuntime
 from ..sessions import SessionManager
+from .auth import APIKeyMiddleware
 from .context import Endpoint, RouteTable, ServedAgent
+from .cors import cors_middleware
 from .errors import guarded, http_exception
+from .headers import SecurityHeadersMiddleware
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
+from .ratelimit import RateLimit, RateLimitMiddleware
 from .sessions import SessionRoutes
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
@@ -38,6 +42,9 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
     sweep: bool = True,
+    api_key: str | None = None,
+    cors_origins: tuple[str, ...] | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Starlette:
     """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
 
@@ -55,24 +62,38 @@ def create_app(
         max_body_bytes: largest request body accepted; larger ones get 413.
         health_timeout: seconds ``/health`` waits for the store.
         sweep: run the expired-session sweeper during the lifespan.
+        api_key: when set, every ``/api`` request needs an ``X-API-KEY`` header
+            equal to it (401 otherwise; preflights pass). ``python -m runtime
+            serve`` takes it from ``ELIZA_SERVER_AUTH_TOKEN``.
+        cors_origins: browser origins allowed to call the API; None allows
+            every origin, as ElizaOS does (``serve`` reads ``CORS_ORIGIN``).
+        rate_limit: requests per client address on ``/api``, counted in the
+            runtime's store so replicas share it; None for no limit (``serve``
+            reads ``HTTP_RATE_LIMIT``, default 1000 per 900 s as ElizaOS).
 
     Raises:
         TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
-        ValueError: *max_body_bytes* < 1, or *health_timeout* not finite and > 0.
+        ValueError: *max_body_bytes* < 1, *health_timeout* not finite and > 0, or
+            *api_key* empty.
 
     >>> app = create_app(AgentRuntime(agent_id="agent-1"))
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
     """
     check_int("max_body_bytes", max_body_bytes, minimum=1)
     check_seconds("health_timeout", health_timeout)
+    if api_key is not None and (not isinstance(api_key, str) or not api_key):
+        raise ValueError("api_key must be a non-empty str, or None for no authentication")
     served = ServedAgent(AgentRuntime() if runtime is None else runtime, sessions)
     ops = OpsRoutes(served, health_timeout=health_timeout)
     # Ops first: its /api/messaging/sessions/health must win over the
     # session routes' /api/messaging/sessions/{session_id}.
     tables = [ops.routes(), SessionRoutes(served, max_body_bytes=max_body_bytes).routes()]
-    # Auth, CORS and rate limiting go here, outermost first, each a module of
-    # its own under runtime/http/.
-    middleware: list[Middleware] = []
+    # Outermost first: CORS answers preflights before the key is asked for.
+    middleware = [Middleware(SecurityHeadersMiddleware), cors_middleware(cors_origins)]
+    if api_key is not None:
+        middleware.append(Middleware(APIKeyMiddleware, api_key=api_key))
+    if rate_limit is not None:
+        middleware.append(Middleware(RateLimitMiddleware, limit=rate_limit))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ from .errors import invalid, too_large
 
 __all__ = [
     "DEFAULT_PAGE",
+    "is_json_media_type",
     "json_type",
     "optional_object",
     "query_cursor",
@@ -63,18 +64,31 @@ def json_type(value: object) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """True for ``application/json``, with or without parameters such as ``charset``."""
+    if content_type is None:
+        return False
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object, at most *limit* bytes.
 
-    ``Content-Length`` is checked first, and the size is enforced again while
-    the body streams in, since a client may lie or send it chunked. The body
-    is parsed as JSON whatever ``Content-Type`` says (``curl -d`` sends a
-    form type by default).
+    A body must be sent as ``application/json`` (400 ``INVALID_CONTENT_TYPE``
+    otherwise, as ElizaOS answers): a cross-site form or ``text/plain`` POST,
+    which a browser sends without asking first, is refused before anything is
+    read. ``Content-Length`` is checked next, and the size is enforced again
+    while the body streams in, since a client may lie or send it chunked.
 
     Raises:
-        APIError: 413 when the body is too large, 400 when it is not a JSON object.
+        APIError: 400 for another Content-Type, 413 when the body is too large,
+            400 when it is not a JSON object.
     """
     declared = request.headers.get("content-length")
+    if not (declared is not None and declared.strip() == "0") and not is_json_media_type(
+        request.headers.get("content-type")
+    ):
+        raise APIError(400, "INVALID_CONTENT_TYPE", "Invalid or missing Content-Type header")
     if declared is not None:
         if not _CONTENT_LENGTH.fullmatch(declared.strip()):
             raise APIError(400, "BAD_REQUEST", f"invalid Content-Length header {declared!r}")

@@ -18,6 +18,7 @@ from kvstore.options import check_bool, check_int, check_number, check_seconds
 from ..errors import ContentTooLargeError, InvalidSessionInputError, SessionNotFoundError
 
 __all__ = [
+    "MAX_METADATA_DEPTH",
     "MAX_MINUTES",
     "check_content",
     "check_cursor",
@@ -37,6 +38,13 @@ MAX_MINUTES: Final = 10_000_000.0
 _ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _MAX_NAME_LENGTH: Final = 256
 _CODEC: Final = JSONCodec()
+MAX_METADATA_DEPTH: Final = 32
+"""Deepest nesting of containers accepted in metadata (the dict itself is level 1).
+
+Metadata is stored inside larger records (a session's, a message's), and JSON
+encoders stop at a fixed depth (orjson: 254): without a bound well below it, a
+deep enough value is accepted here and then breaks the record that holds it.
+"""
 
 
 def check_minutes(name: str, value: object) -> float:
@@ -114,6 +122,10 @@ def check_metadata(metadata: object, what: str, max_bytes: int) -> dict[str, Any
     if not isinstance(metadata, Mapping):
         raise InvalidSessionInputError(f"{what} must be a dict, not {type(metadata).__name__}")
     data = dict(metadata)
+    if _depth(data) > MAX_METADATA_DEPTH:
+        raise InvalidSessionInputError(
+            f"{what} is nested more than {MAX_METADATA_DEPTH} levels deep"
+        )
     try:
         encoded = _CODEC.encode(data)
     except SerializationError as err:
@@ -126,6 +138,25 @@ def check_metadata(metadata: object, what: str, max_bytes: int) -> dict[str, Any
     # A decoded copy: later changes to the caller's dict do not leak in.
     copy: dict[str, Any] = _CODEC.decode(encoded)
     return copy
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of dicts and lists in *value*, without recursion (bounded by the limit)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def check_cursor(name: str, value: object) -> float | None:

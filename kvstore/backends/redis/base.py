@@ -23,6 +23,7 @@ from ...base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
 from ...codec import Codec, check_store_name
 from ...errors import ConfigError, KVStoreError
 from ...options import check_bool
+from ...redaction import scrub
 from .connection import Connection, PoolOptions
 from .errors import DRIVER_ERRORS
 from .keys import check_key_prefix, glob_escape, key_prefix
@@ -178,7 +179,9 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
         except ConfigError:
             raise
         except (ValueError, TypeError) as err:
-            raise ConfigError(f"invalid Redis store options for {redact(url)!r}: {err}") from err
+            raise ConfigError(
+                f"invalid Redis store options for {redact(url)!r}: {scrub(str(err), url)}"
+            ) from None
 
     def namespaced(self, name: str, **options: Any) -> Self:
         """A store for namespace *name* on this store's client and pool.

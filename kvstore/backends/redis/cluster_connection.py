@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ...errors import ConfigError
+from ...redaction import scrub
 from .connection import Connection, PoolOptions
 from .errors import DRIVER_ERRORS, UNREACHABLE, as_driver_error
 from .pipeline import Deliver
@@ -82,7 +83,9 @@ class ClusterConnection(Connection[RedisCluster]):
                 decode_responses=False,
             )
         except (ValueError, TypeError, redis.exceptions.RedisClusterException) as err:
-            raise ConfigError(f"invalid Redis Cluster URL {shown!r}: {err}") from err
+            raise ConfigError(
+                f"invalid Redis Cluster URL {shown!r}: {scrub(str(err), url)}"
+            ) from None
         return cls(
             client,
             owns_client=True,

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 
 from ...errors import ConfigError, KVStoreError, StoreClosedError
 from ...options import check_int, check_seconds
+from ...redaction import scrub
 from .pipeline import AutoPipeline, Deliver, Sender
 from .urls import redact
 
@@ -162,7 +163,9 @@ class ServerConnection(Connection[redis.asyncio.Redis]):
                 decode_responses=False,
             )
         except ValueError as err:
-            raise ConfigError(f"invalid Redis URL {redact(url)!r}: {err}") from err
+            raise ConfigError(
+                f"invalid Redis URL {redact(url)!r}: {scrub(str(err), url)}"
+            ) from None
         return cls(
             redis.asyncio.Redis.from_pool(pool),
             owns_client=True,

@@ -1,4 +1,4 @@
-"""The store on one Redis server: MGET/MSET bulk calls, a MULTI for TTL-ed bulk writes, one SCAN cursor."""
+"""The store on one Redis server: MGET/MSET bulk calls, MULTI for bulk writes with a TTL, SCAN."""
 
 from __future__ import annotations
 

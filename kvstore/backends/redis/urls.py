@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
 
 from ...codec import check_store_name
 from ...errors import ConfigError
 from ...options import TextOption, bool_option, int_option, parse_query, seconds_option
+from ...redaction import redact_url, scrub
 from .keys import check_key_prefix
 
 __all__ = [
@@ -109,7 +110,9 @@ def split_store_options(url: str) -> tuple[str, dict[str, Any]]:
         try:
             parts.port  # noqa: B018 - parsing it is the check
         except ValueError as err:
-            raise ConfigError(f"invalid port in Redis URL {shown!r}: {err}") from None
+            raise ConfigError(
+                f"invalid port in Redis URL {shown!r}: {scrub(str(err), url)}"
+            ) from None
     if scheme in ("redis", "rediss"):
         database = parts.path.strip("/")
         if database and not database.isdigit():
@@ -165,7 +168,10 @@ def _cluster_nodes(parts: SplitResult, shown: str) -> tuple[str, list[tuple[str,
         try:
             port = node.port or 6379
         except ValueError as err:
-            raise ConfigError(f"invalid port in {item.strip()!r} of {shown!r}: {err}") from None
+            raw = urlunsplit(parts)
+            raise ConfigError(
+                f"invalid port in {scrub(item.strip(), raw)!r} of {shown!r}: {scrub(str(err), raw)}"
+            ) from None
         if not node.hostname:
             raise ConfigError(
                 f"{shown!r} names no node: use redis+cluster://host:port[,host:port…]/"
@@ -182,26 +188,9 @@ def _unsplit(parts: SplitResult) -> str:
 
 
 def redact(url: str) -> str:
-    """*url* without its password, for messages and ``repr``.
+    """*url* without its password, for messages and ``repr`` (see :mod:`kvstore.redaction`).
 
     >>> redact("redis://user:s3cret@localhost:6379/0")
     'redis://user:***@localhost:6379/0'
     """
-    try:
-        parts = urlsplit(url)
-        if parts.password is None and "password=" not in parts.query:
-            return url
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            user = userinfo.partition(":")[0]
-            netloc = f"{user}:***@{hostinfo}"
-        query = urlencode(
-            [
-                (name, "***" if name == "password" else raw)
-                for name, raw in parse_qsl(parts.query, keep_blank_values=True)
-            ]
-        )
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
-    except ValueError:
-        return "<unparseable Redis URL>"
+    return redact_url(url)
