@@ -50,6 +50,8 @@ EXTRAS: Final = (
     "memory_costs",
 )
 PARTS: Final = ("redis-benchmark", "profile", *EXTRAS)
+REDIS_PARTS: Final = frozenset({"redis-benchmark", "sessions_bench", "sessions_load"})
+"""Parts that also measure Redis: selected alone, they still get the private server."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kvbench-")))
         redis_url: str | None = None
-        if any(spec.family == "redis" for spec in specs) or "redis-benchmark" in parts:
+        if any(spec.family == "redis" for spec in specs) or parts & REDIS_PARTS:
             try:
                 redis_url = stack.enter_context(RedisServer()).url
             except Exception as err:  # no redis-server only skips the Redis systems

@@ -19,8 +19,9 @@ Design, in short:
   out, so callers never share a mutable object with the store;
 - expiry is an absolute wall-clock time per key, kept in the file, so TTLs
   survive a restart;
-- one lock per store makes ``add`` and ``update`` atomic. It is a per-process
-  lock: one process per directory (use SQLite or Redis to share a store).
+- one lock per store makes ``add``, ``update`` and the compare-and-delete that
+  releases a :class:`kvstore.StoreLock` atomic. It is a per-process lock: one
+  process per directory (use SQLite or Redis to share a store).
 
 Run it: ``python examples/custom_service.py`` (works in a temporary directory).
 """
@@ -48,6 +49,7 @@ from kvstore import (
     MetricsStore,
     SerializationError,
     StoreClosedError,
+    StoreLock,
     ValueTooLargeError,
     is_kv_store_service,
 )
@@ -135,8 +137,11 @@ class JSONFileStore:
     # -- encoding and expiry ---------------------------------------------------
 
     def _encode(self, value: Any) -> str:
-        _check_json(value)
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            _check_json(value)
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError:
+            raise SerializationError("value is nested too deeply to encode") from None
         size = len(text.encode())
         if size > self._max_value_bytes:
             raise ValueTooLargeError(
@@ -243,14 +248,24 @@ class JSONFileStore:
 
     # -- writes (under the lock: read, change a copy, write the file, swap) ---------
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        """Store *value* under *key* for *ttl* seconds (None: the default TTL)."""
-        await self.set_many({_check_key(key): value}, ttl=ttl)
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        """Store *value* under *key* for *ttl* seconds (None: the default TTL).
+
+        With *keep_ttl*, a live key keeps its remaining TTL (*ttl* is for a new key).
+        """
+        await self._write({_check_key(key): value}, ttl, keep_ttl=keep_ttl)
 
     async def set_many(self, mapping: Mapping[str, Any], *, ttl: float | None = None) -> None:
         """Store every item of *mapping* with one file write."""
         if not isinstance(mapping, Mapping):
             raise TypeError(f"set_many() takes a mapping, not {type(mapping).__name__}")
+        await self._write(mapping, ttl, keep_ttl=False)
+
+    async def _write(
+        self, mapping: Mapping[str, Any], ttl: float | None, *, keep_ttl: bool
+    ) -> None:
         keys = [_check_key(key) for key in mapping]
         expires_at = self._expiry(ttl)
         texts = [self._encode(value) for value in mapping.values()]
@@ -259,7 +274,8 @@ class JSONFileStore:
         await self._load()
         async with self._lock:
             data = dict(self._data or {})
-            data.update((key, (text, expires_at)) for key, text in zip(keys, texts, strict=True))
+            for key, text in zip(keys, texts, strict=True):
+                data[key] = (text, self._kept_expiry(data, key, expires_at, keep_ttl))
             await self._commit(data)
 
     async def delete(self, key: str) -> bool:
@@ -301,8 +317,12 @@ class JSONFileStore:
         *,
         default: Any = None,
         ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
-        """Atomically store and return ``fn(current value or default)``."""
+        """Atomically store and return ``fn(current value or default)``.
+
+        With *keep_ttl*, a live key keeps its remaining TTL (*ttl* is for a new key).
+        """
         key = _check_key(key)
         expires_at = self._expiry(ttl)
         await self._load()
@@ -310,9 +330,64 @@ class JSONFileStore:
             data = dict(self._data or {})
             text = self._live(data, key)
             result = fn(default if text is None else json.loads(text))
-            data[key] = (self._encode(result), expires_at)
+            data[key] = (self._encode(result), self._kept_expiry(data, key, expires_at, keep_ttl))
             await self._commit(data)
             return result
+
+    def _kept_expiry(
+        self,
+        data: Mapping[str, tuple[str, float | None]],
+        key: str,
+        expires_at: float | None,
+        keep_ttl: bool,
+    ) -> float | None:
+        """The expiry a write of *key* gets: the live key's own with *keep_ttl*."""
+        if keep_ttl and self._live(data, key) is not None:
+            return data[key][1]
+        return expires_at
+
+    async def persist(self, key: str) -> bool:
+        """Remove the TTL of live *key*; False if it is missing."""
+        key = _check_key(key)
+        await self._load()
+        async with self._lock:
+            data = dict(self._data or {})
+            text = self._live(data, key)
+            if text is None:
+                return False
+            data[key] = (text, None)
+            await self._commit(data)
+            return True
+
+    def lock(
+        self, name: str, *, ttl: float, timeout: float | None = None, blocking: bool = True
+    ) -> StoreLock:
+        """A lock held under the key *name* (exclusive within this process, like the store)."""
+        name = _check_key(name)
+        token_ttl = _check_ttl(ttl)
+
+        async def acquire(token: str) -> bool:
+            return await self.add(name, token, ttl=token_ttl)
+
+        async def release(token: str) -> bool:
+            await self._load()
+            async with self._lock:  # compare and delete in one step
+                data = dict(self._data or {})
+                text = self._live(data, name)
+                if text is None or json.loads(text) != token:
+                    return False
+                del data[name]
+                await self._commit(data)
+                return True
+
+        return StoreLock(
+            name,
+            ttl=token_ttl,
+            timeout=timeout,
+            blocking=blocking,
+            acquire=acquire,
+            release=release,
+        )
 
     async def expire(self, key: str, ttl: float) -> bool:
         """Give live *key* a new TTL; False if it is missing."""

@@ -16,11 +16,15 @@ from .errors import (
     InvalidKeyError,
     InvalidTTLError,
     KVStoreError,
+    LockNotOwnedError,
+    LockTimeoutError,
     SerializationError,
     StoreClosedError,
     UnsupportedBackendError,
+    UpdateConflictError,
     ValueTooLargeError,
 )
+from .lock import StoreLock
 from .metrics import MetricsStore, OpMetrics, StoreMetrics
 from .protocol import KVStore, KVStoreService, is_kv_store_service
 from .service import StoreService, open_service, open_store, service_from_env
@@ -37,6 +41,8 @@ __all__ = [
     "KVStore",
     "KVStoreError",
     "KVStoreService",
+    "LockNotOwnedError",
+    "LockTimeoutError",
     "MemoryStore",
     "MetricsStore",
     "OpMetrics",
@@ -45,9 +51,11 @@ __all__ = [
     "SQLiteStore",
     "SerializationError",
     "StoreClosedError",
+    "StoreLock",
     "StoreMetrics",
     "StoreService",
     "UnsupportedBackendError",
+    "UpdateConflictError",
     "ValueTooLargeError",
     "is_kv_store_service",
     "open_service",

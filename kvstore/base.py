@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Final, Self
 
 from .codec import MAX_TTL, Codec, JSONCodec, check_key, check_prefix, check_ttl
 from .errors import StoreClosedError, ValueTooLargeError
-from .options import TextOption, check_int, int_option, number_option
+from .lock import StoreLock
+from .options import TextOption, check_bool, check_int, int_option, number_option
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "MISSING", "URL_OPTIONS", "BaseStore", "Missing"]
 
@@ -119,12 +120,21 @@ class BaseStore(ABC):
         stored = await self._get(check_key(key))
         return default if stored is MISSING else self._decode(stored)
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        """Store *value* under *key* with *ttl* seconds (``None``: the default TTL)."""
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        """Store *value* under *key* with *ttl* seconds (``None``: the default TTL).
+
+        With *keep_ttl*, a live key keeps its remaining TTL (or its lack of one),
+        as Redis ``SET … KEEPTTL`` does; *ttl* then applies only to a new key.
+        """
         self._check_open()
         key = check_key(key)
         seconds = self._resolve_ttl(ttl)
-        await self._set(key, self._encode(value), seconds)
+        if check_bool("keep_ttl", keep_ttl):
+            await self._set_keep_ttl(key, self._encode(value), seconds)
+        else:
+            await self._set(key, self._encode(value), seconds)
 
     async def delete(self, key: str) -> bool:
         """Remove *key*; True if a live key was removed."""
@@ -181,14 +191,23 @@ class BaseStore(ABC):
         return await self._add(key, self._encode(value), seconds)
 
     async def update(
-        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
         """Atomically replace the value of *key* by ``fn(current)`` and return it.
 
         ``current`` is the live value, or *default* when the key is missing. If
         *fn* raises, the exception propagates unchanged and nothing is stored.
         *fn* may run more than once when a backend retries a conflicting
-        transaction, so it must not have side effects.
+        transaction, so it must not have side effects. With *keep_ttl*, a live
+        key keeps its remaining TTL; *ttl* then applies only to a new key.
+        A backend that updates optimistically raises
+        :class:`~kvstore.UpdateConflictError` when other clients keep winning.
 
         >>> await store.update("hits", lambda n: n + 1, default=0)  # doctest: +SKIP
         1
@@ -206,7 +225,10 @@ class BaseStore(ABC):
             result = fn(current)
             return self._encode(result)
 
-        await self._update(key, transform, seconds)
+        if check_bool("keep_ttl", keep_ttl):
+            await self._update_keep_ttl(key, transform, seconds)
+        else:
+            await self._update(key, transform, seconds)
         return result
 
     async def ttl(self, key: str) -> float | None:
@@ -219,6 +241,43 @@ class BaseStore(ABC):
         self._check_open()
         key = check_key(key)
         return await self._expire(key, check_ttl(ttl))
+
+    async def persist(self, key: str) -> bool:
+        """Remove the TTL of a live *key*, keeping it until deleted; False if it is missing."""
+        self._check_open()
+        return await self._persist(check_key(key))
+
+    def lock(
+        self, name: str, *, ttl: float, timeout: float | None = None, blocking: bool = True
+    ) -> StoreLock:
+        """A lock held under the key *name* of this store, for ``async with``.
+
+        Exclusive among everyone using this backend and namespace (other tasks,
+        other processes on the same SQLite file or Redis); it expires after *ttl*
+        seconds if its holder never releases it. Waits up to *timeout* seconds
+        (None: no limit) to acquire, or not at all with ``blocking=False``, then
+        raises :class:`~kvstore.LockTimeoutError`. Leaving the block after the
+        TTL ran out raises :class:`~kvstore.LockNotOwnedError`. While held, the
+        key *name* holds a random token (``entries()`` shows it): give locks
+        names your data does not use, such as ``"lock:reindex"``.
+
+        >>> async with store.lock("lock:reindex", ttl=30, timeout=5):  # doctest: +SKIP
+        ...     await reindex()
+        """
+        key = check_key(name)
+        seconds = check_ttl(ttl)
+
+        async def acquire(token: str) -> bool:
+            self._check_open()
+            return await self._acquire_lock(key, self._encode(token), seconds)
+
+        async def release(token: str) -> bool:
+            self._check_open()
+            return await self._release_lock(key, self._encode(token), seconds)
+
+        return StoreLock(
+            key, ttl=seconds, timeout=timeout, blocking=blocking, acquire=acquire, release=release
+        )
 
     async def clear(self) -> None:
         """Remove every key of this store's namespace."""
@@ -313,6 +372,90 @@ class BaseStore(ABC):
 
     async def _aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources owned by this store (called once)."""
+
+    # -- primitives of the second round, with portable defaults -------------------------
+    # The defaults are built on the primitives above, so a backend written
+    # before them still has every method; each backend here overrides them
+    # with one atomic step of its own.
+
+    async def _set_keep_ttl(self, key: str, stored: Any, ttl: float | None) -> None:
+        """Store *stored* under *key*, keeping a live key's TTL; *ttl* for a new key."""
+        await self._update_keep_ttl(key, lambda _: stored, ttl)
+
+    async def _update_keep_ttl(
+        self, key: str, transform: Callable[[Any], Any], ttl: float | None
+    ) -> None:
+        """:meth:`_update`, keeping a live key's TTL; *ttl* for a new key.
+
+        The default reads the remaining TTL, then updates with it, checking in
+        the atomic update that the key is still live (or still absent) as read;
+        if not, it starts again. A TTL another client sets between the two
+        steps is overwritten: override this for a backend shared by clients.
+        """
+        while True:
+            remaining = await self._ttl(key)  # None: persistent, or missing
+            try:
+                if remaining is not None:
+                    await self._update(key, _expecting(transform, live=True), remaining)
+                    return
+                try:
+                    await self._update(key, _expecting(transform, live=False), ttl)
+                    return  # it was missing: stored as a new key
+                except _StateChanged:
+                    pass  # live: persistent, unless a TTL came with it meanwhile
+                if await self._ttl(key) is None:
+                    await self._update(key, _expecting(transform, live=True), None)
+                    return
+            except _StateChanged:
+                continue
+
+    async def _persist(self, key: str) -> bool:
+        """Drop the TTL of a live *key*; False if missing. Default: an identity update."""
+        try:
+            await self._update(key, _expecting(lambda stored: stored, live=True), None)
+        except _StateChanged:
+            return False
+        return True
+
+    async def _acquire_lock(self, key: str, token: Any, ttl: float) -> bool:
+        """Store *token* under *key* for *ttl* seconds unless *key* is live (default: ``_add``)."""
+        return await self._add(key, token, ttl)
+
+    async def _release_lock(self, key: str, token: Any, ttl: float) -> bool:
+        """Delete *key* if it holds *token*; True if it did.
+
+        The default swaps the token for a marker in one atomic update (so no
+        one else can match it any more), then deletes the marker. Override it
+        with a single compare-and-delete where the backend has one.
+        """
+        released = self._encode(["released", self._decode(token)])
+
+        def swap(stored: Any) -> Any:
+            if stored != token:
+                raise _StateChanged
+            return released
+
+        try:
+            await self._update(key, swap, ttl)
+        except _StateChanged:
+            return False
+        await self._delete(key)
+        return True
+
+
+class _StateChanged(Exception):
+    """Raised inside a transform to abort an update whose premise no longer holds."""
+
+
+def _expecting(transform: Callable[[Any], Any], *, live: bool) -> Callable[[Any], Any]:
+    """*transform*, aborted with :class:`_StateChanged` unless the key is live as expected."""
+
+    def checked(stored: Any) -> Any:
+        if (stored is not MISSING) != live:
+            raise _StateChanged
+        return transform(stored)
+
+    return checked
 
 
 def as_key_list(keys: Iterable[str]) -> Iterable[str]:

@@ -13,9 +13,12 @@ __all__ = [
     "InvalidKeyError",
     "InvalidTTLError",
     "KVStoreError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
     "SerializationError",
     "StoreClosedError",
     "UnsupportedBackendError",
+    "UpdateConflictError",
     "ValueTooLargeError",
 ]
 
@@ -57,3 +60,24 @@ class ConfigError(KVStoreError, ValueError):
 
 class StoreClosedError(KVStoreError, RuntimeError):
     """An operation was attempted on a store (or service) after ``aclose()``."""
+
+
+class UpdateConflictError(KVStoreError):
+    """``update()`` gave up: other clients kept changing the key between its read and write.
+
+    Raised by backends that update optimistically (Redis WATCH, the cluster's
+    compare-and-set) once their conflict retries run out. Nothing was stored by
+    the failed call; retrying later is safe.
+    """
+
+
+class LockTimeoutError(KVStoreError, TimeoutError):
+    """A lock could not be acquired within its ``timeout`` (or at once, with ``blocking=False``)."""
+
+
+class LockNotOwnedError(KVStoreError, RuntimeError):
+    """A lock was released after its TTL ran out, so it no longer belonged to its holder.
+
+    Another holder may have taken it meanwhile; whatever the lock protected was
+    not exclusive for the whole block. The other holder's lock is left alone.
+    """

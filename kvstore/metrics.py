@@ -34,6 +34,7 @@ OPERATIONS: Final = (
     "update",
     "ttl",
     "expire",
+    "persist",
     "clear",
 )
 """The operations :class:`MetricsStore` reports on, in the order of ``StoreMetrics.ops``."""
@@ -364,7 +365,9 @@ class MetricsStore(StoreWrapper):
         self._hits += 1
         return value
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
         """Store *value* under *key* with *ttl* seconds (``None``: the default TTL)."""
         op = self._set_op
         left = op.countdown - 1
@@ -372,7 +375,9 @@ class MetricsStore(StoreWrapper):
         start = 0.0 if left else op.start()
         set_now = self._set_now
         try:
-            if set_now is None:
+            if keep_ttl:  # passed on only when set: an older inner store lacks it
+                await self._inner.set(key, value, ttl=ttl, keep_ttl=keep_ttl)
+            elif set_now is None:
                 await self._inner.set(key, value, ttl=ttl)
             else:
                 set_now(key, value, ttl)
@@ -464,12 +469,28 @@ class MetricsStore(StoreWrapper):
         return await self._observe(self._ops["add"], self._inner.add, key, value, ttl=ttl)
 
     async def update(
-        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
         """Atomically replace the value of *key* by ``fn(current)`` and return it.
 
         An exception raised by *fn* counts as an error of ``update``.
         """
+        if keep_ttl:
+            return await self._observe(
+                self._ops["update"],
+                self._inner.update,
+                key,
+                fn,
+                default=default,
+                ttl=ttl,
+                keep_ttl=keep_ttl,
+            )
         return await self._observe(
             self._ops["update"], self._inner.update, key, fn, default=default, ttl=ttl
         )
@@ -481,6 +502,10 @@ class MetricsStore(StoreWrapper):
     async def expire(self, key: str, ttl: float) -> bool:
         """Set a new TTL on a live *key*; False if it is missing."""
         return await self._observe(self._ops["expire"], self._inner.expire, key, ttl)
+
+    async def persist(self, key: str) -> bool:
+        """Remove a live *key*'s TTL; False if it is missing."""
+        return await self._observe(self._ops["persist"], self._inner.persist, key)
 
     async def clear(self) -> None:
         """Remove every key of the inner store's namespace."""

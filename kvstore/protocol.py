@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeGuard, runtime_checkable
 
@@ -27,8 +28,14 @@ class KVStore(Protocol):
         """Return the value of *key*, or *default* when it is missing or expired."""
         ...
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        """Store *value* under *key*, replacing any previous value and TTL."""
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        """Store *value* under *key*, replacing any previous value and TTL.
+
+        With *keep_ttl*, a live key keeps its remaining TTL (Redis ``KEEPTTL``);
+        a new key gets *ttl* (or the default TTL).
+        """
         ...
 
     async def delete(self, key: str) -> bool:
@@ -61,9 +68,18 @@ class KVStore(Protocol):
         ...
 
     async def update(
-        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
-        """Atomically store and return ``fn(current value or default)``."""
+        """Atomically store and return ``fn(current value or default)``.
+
+        With *keep_ttl*, a live key keeps its remaining TTL; a new key gets *ttl*.
+        """
         ...
 
     async def ttl(self, key: str) -> float | None:
@@ -72,6 +88,22 @@ class KVStore(Protocol):
 
     async def expire(self, key: str, ttl: float) -> bool:
         """Give a live *key* a new TTL; False if it is missing."""
+        ...
+
+    async def persist(self, key: str) -> bool:
+        """Remove a live *key*'s TTL; False if it is missing."""
+        ...
+
+    def lock(
+        self, name: str, *, ttl: float, timeout: float | None = None, blocking: bool = True
+    ) -> AbstractAsyncContextManager[Any]:
+        """A lock on *name* for ``async with``, exclusive among all users of the backend.
+
+        Released only by its holder; expires after *ttl* seconds if the holder
+        dies. :class:`~kvstore.LockTimeoutError` when it cannot be had within
+        *timeout* (at once with ``blocking=False``);
+        :class:`~kvstore.LockNotOwnedError` on leaving the block after it expired.
+        """
         ...
 
     async def clear(self) -> None:

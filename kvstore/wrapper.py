@@ -19,7 +19,7 @@ than calling ``super()``, which would add a coroutine frame per call.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any, Self
 
 from .protocol import KVStore
@@ -56,9 +56,18 @@ class StoreWrapper:
         """Return the value of *key*, or *default* when it is missing or expired."""
         return await self._inner.get(key, default)
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        """Store *value* under *key* with *ttl* seconds (``None``: the default TTL)."""
-        await self._inner.set(key, value, ttl=ttl)
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        """Store *value* under *key* with *ttl* seconds (``None``: the default TTL).
+
+        ``keep_ttl`` is passed on only when set, so an inner store written
+        before it existed keeps working for every other call.
+        """
+        if keep_ttl:
+            await self._inner.set(key, value, ttl=ttl, keep_ttl=keep_ttl)
+        else:
+            await self._inner.set(key, value, ttl=ttl)
 
     async def delete(self, key: str) -> bool:
         """Remove *key*; True if a live key was removed."""
@@ -90,9 +99,20 @@ class StoreWrapper:
         return await self._inner.add(key, value, ttl=ttl)
 
     async def update(
-        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        default: Any = None,
+        ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
-        """Atomically replace the value of *key* by ``fn(current)`` and return it."""
+        """Atomically replace the value of *key* by ``fn(current)`` and return it.
+
+        ``keep_ttl`` is passed on only when set (see :meth:`set`).
+        """
+        if keep_ttl:
+            return await self._inner.update(key, fn, default=default, ttl=ttl, keep_ttl=keep_ttl)
         return await self._inner.update(key, fn, default=default, ttl=ttl)
 
     async def ttl(self, key: str) -> float | None:
@@ -102,6 +122,16 @@ class StoreWrapper:
     async def expire(self, key: str, ttl: float) -> bool:
         """Set a new TTL on a live *key*; False if it is missing."""
         return await self._inner.expire(key, ttl)
+
+    async def persist(self, key: str) -> bool:
+        """Remove a live *key*'s TTL; False if it is missing."""
+        return await self._inner.persist(key)
+
+    def lock(
+        self, name: str, *, ttl: float, timeout: float | None = None, blocking: bool = True
+    ) -> AbstractAsyncContextManager[Any]:
+        """The inner store's lock on *name* (see :meth:`kvstore.KVStore.lock`)."""
+        return self._inner.lock(name, ttl=ttl, timeout=timeout, blocking=blocking)
 
     async def clear(self) -> None:
         """Remove every key of the inner store's namespace."""

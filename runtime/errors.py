@@ -27,6 +27,9 @@ from collections.abc import Mapping
 __all__ = [
     "APIError",
     "ContentTooLargeError",
+    "ExchangeNotStoredError",
+    "IdempotencyInFlightError",
+    "IdempotencyKeyReusedError",
     "InvalidSessionInputError",
     "ProviderError",
     "RuntimeStateError",
@@ -122,6 +125,30 @@ class SessionRecordError(SessionError, ValueError):
 
     Either a newer version wrote it (an unknown format version) or another
     program wrote to the ``"sessions"`` store. Nothing is changed.
+    """
+
+
+class IdempotencyKeyReusedError(SessionError, ValueError):
+    """Raised when an idempotency key comes back with a different request.
+
+    The key was first used, in this session and within the idempotency window,
+    for other content or metadata (HTTP 422, as in the IETF Idempotency-Key
+    draft). Nothing was stored.
+    """
+
+
+class IdempotencyInFlightError(SessionError):
+    """Raised when a retry arrives while the first request with its key is still in flight.
+
+    Retry later (HTTP 409). Nothing was stored by the retry.
+    """
+
+
+class ExchangeNotStoredError(SessionError):
+    """Raised when an exchange could not be stored, and nothing of it is in history.
+
+    The store failed or was too slow between allocating the messages and
+    committing them; a retry (with the same idempotency key) is safe.
     """
 
 

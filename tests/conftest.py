@@ -41,6 +41,32 @@ settings.load_profile(
 )
 
 
+class _PlainObject:
+    """An object of no JSON type, like ``object()``, whose repr is the same in every process."""
+
+    def __repr__(self) -> str:
+        return "<a plain object>"
+
+
+def _stable_contract_ids() -> None:
+    """Give the contract's ``object()`` bad value a repr without a memory address.
+
+    ``test_bad_values`` is parametrised with ``ids=repr``, and ``object()``'s
+    repr holds its address, which differs between pytest-xdist workers: they
+    would collect different test ids and refuse to run. The value still is an
+    object no store may accept. (The contract itself should use stable ids;
+    this goes once it does.)
+    """
+    from kvstore.testing import BAD_VALUES
+
+    for index, value in enumerate(BAD_VALUES):
+        if type(value) is object:
+            BAD_VALUES[index] = _PlainObject()
+
+
+_stable_contract_ids()
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"

@@ -66,7 +66,13 @@ def server_side_ttl_backend(url: str, servers: Sequence[str] = ()) -> ContractBa
     async def advance(seconds: float) -> None:
         await shift_server_clocks(servers or [url], seconds)
 
-    return ContractBackend(open_service=open_service, advance=advance, ttl_unit=10.0)
+    # Processes of their own only on one server: the cluster contract is long enough.
+    return ContractBackend(
+        open_service=open_service,
+        advance=advance,
+        ttl_unit=10.0,
+        url=None if servers else url,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import kvstore
-from kvstore import StoreMetrics, StoreService
+from kvstore import BackendUnavailableError, StoreMetrics, StoreService, UpdateConflictError
 from kvstore.backends.redis import RedisStore
 from kvstore.testing import ManualClock
 from kvstore.testing.redis_server import free_port
@@ -306,6 +306,21 @@ async def test_send_message(client: httpx.AsyncClient, clock: ManualClock) -> No
     assert session["lastMessageAt"] == agent["createdAt"]
 
 
+async def test_send_message_idempotency_key(client: httpx.AsyncClient) -> None:
+    session_id = (await create(client))["sessionId"]
+    url = f"{API_PREFIX}/{session_id}/messages"
+    headers = {"Idempotency-Key": "retry-1"}
+    first = await client.post(url, json={"content": "once"}, headers=headers)
+    again = await client.post(url, json={"content": "once"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["agentMessage"]["id"] == first.json()["agentMessage"]["id"]
+    reused = await client.post(url, json={"content": "other"}, headers=headers)
+    assert error_of(reused, 422)["code"] == "IDEMPOTENCY_KEY_REUSED"
+    history = (await client.get(url)).json()["messages"]
+    session = (await client.get(f"{API_PREFIX}/{session_id}")).json()
+    assert len(history) == session["messageCount"] == 2
+
+
 async def test_send_message_accepts_elizaos_extras(client: httpx.AsyncClient) -> None:
     session_id = (await create(client))["sessionId"]
     extras: list[dict[str, Any]] = [
@@ -388,13 +403,13 @@ async def test_history_pages_with_cursors(client: httpx.AsyncClient) -> None:
         m["content"] for m in everything[4:10]
     ]
     assert window.json()["hasMore"] is False
-    # `after` alone: the newest messages after it; hasMore tells older ones remain.
+    # `after` alone: the messages right after it (ElizaOS); hasMore tells newer ones remain.
     recent = (
         await client.get(url, params={"after": everything[5]["createdAt"], "limit": 2})
     ).json()
     assert [m["content"] for m in recent["messages"]] == [
-        everything[0]["content"],
-        everything[1]["content"],
+        everything[3]["content"],
+        everything[4]["content"],
     ]
     assert recent["hasMore"] is True
 
@@ -787,6 +802,26 @@ async def test_runtime_not_running_is_503() -> None:
         assert health.status_code == 503 and health.json()["backend"] == "unknown"
 
 
+@pytest.mark.parametrize(
+    "error",
+    [UpdateConflictError("update('s') gave up"), BackendUnavailableError("OOM at 10.0.0.1")],
+    ids=type,
+)
+async def test_store_faults_are_503_with_retry_after(error: Exception) -> None:
+    async def failing(runtime: AgentRuntime, message: Message, state: dict[str, Any]) -> str:
+        raise error
+
+    async with AgentRuntime(agent_id=AGENT, handler=failing, environ={}) as runtime:
+        async with client_for(create_app(runtime)) as client:
+            session_id = (await create(client))["sessionId"]
+            response = await client.post(
+                f"{API_PREFIX}/{session_id}/messages", json={"content": "hi"}
+            )
+            assert error_of(response, 503)["code"] == "SERVICE_UNAVAILABLE"
+            assert response.headers["retry-after"] == "1"
+            assert "10.0.0.1" not in response.text
+
+
 async def test_unexpected_error_is_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
     async def broken(runtime: AgentRuntime, message: Message, state: dict[str, Any]) -> str:
         raise RuntimeError("secret detail from the model")
@@ -807,9 +842,9 @@ async def test_unexpected_error_is_a_logged_500(caplog: pytest.LogCaptureFixture
                 record.exc_info and "secret detail" in str(record.exc_info[1])
                 for record in caplog.records
             )
-            # The user's message was stored before the handler failed.
+            # A 5xx leaves nothing stored: the reply is made before anything is written.
             page = (await client.get(f"{API_PREFIX}/{session_id}/messages")).json()
-            assert [m["content"] for m in page["messages"]] == ["hi"]
+            assert page["messages"] == []
 
 
 # -- the application's lifespan and options --------------------------------------------------------

@@ -20,6 +20,7 @@ from kvstore import (
     MemoryStore,
     MetricsStore,
     OpMetrics,
+    StoreLock,
     StoreMetrics,
     StoreService,
 )
@@ -67,7 +68,9 @@ class BrokenStore:
     async def get(self, key: str, default: Any = None) -> Any:
         raise self.error
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
         raise self.error
 
     async def delete(self, key: str) -> bool:
@@ -96,6 +99,7 @@ class BrokenStore:
         *,
         default: Any = None,
         ttl: float | None = None,
+        keep_ttl: bool = False,
     ) -> Any:
         raise self.error
 
@@ -103,6 +107,14 @@ class BrokenStore:
         raise self.error
 
     async def expire(self, key: str, ttl: float) -> bool:
+        raise self.error
+
+    async def persist(self, key: str) -> bool:
+        raise self.error
+
+    def lock(
+        self, name: str, *, ttl: float, timeout: float | None = None, blocking: bool = True
+    ) -> StoreLock:
         raise self.error
 
     async def clear(self) -> None:
@@ -148,6 +160,7 @@ CALLS: dict[str, Callable[[KVStore], Awaitable[Any]]] = {
     "update": lambda s: s.update("k", _bump, default=0),
     "ttl": lambda s: s.ttl("k"),
     "expire": lambda s: s.expire("k", 10),
+    "persist": lambda s: s.persist("k"),
     "clear": lambda s: s.clear(),
 }
 
@@ -629,8 +642,11 @@ class UpperCaseStore(MemoryStore):
         value = await super().get(key, default)
         return value.upper() if isinstance(value, str) else value
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        await super().set(key, value + "!" if isinstance(value, str) else value, ttl=ttl)
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        changed = value + "!" if isinstance(value, str) else value
+        await super().set(key, changed, ttl=ttl, keep_ttl=keep_ttl)
 
 
 async def test_memory_fast_path_counts_like_the_awaited_one() -> None:

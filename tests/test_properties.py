@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
+import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, Phase, settings
@@ -400,7 +401,16 @@ class StoreMachine(RuleBasedStateMachine):
         self.clock.advance_by(seconds)
 
     async def _ttls(self, keys: list[str]) -> dict[str, float | None]:
-        return {key: await self.store.ttl(key) for key in keys}
+        # Asked concurrently: on Redis the store pipelines them into one round trip.
+        found: dict[str, float | None] = {}
+
+        async def ask(key: str) -> None:
+            found[key] = await self.store.ttl(key)
+
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(ask, key)
+        return found
 
     @invariant()
     def agrees_with_model(self) -> None:

@@ -52,6 +52,15 @@ NO_RENEW: Final = (
 )
 
 
+def upgraded(raw: bytes, **fields: bytes) -> bytes:
+    """*raw* as this release writes it back: format 2, no pending seqs, no holes."""
+    for name, value in fields.items():
+        start = raw.index(f'"{name}":'.encode()) + len(name) + 3
+        end = min(i for i in (raw.find(b",", start), raw.find(b"}", start)) if i >= 0)
+        raw = raw[:start] + value + raw[end:]
+    return raw.replace(b'{"v":1,', b'{"v":2,', 1)[:-1] + b',"pending":[],"holes":0}'
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(START)
@@ -78,7 +87,8 @@ def with_id(raw: bytes, session_id: str) -> bytes:
 @pytest.mark.parametrize("raw", [FRESH, USED, NO_RENEW], ids=["fresh", "used", "no-renew"])
 def test_first_release_records_decode_and_encode_back_byte_for_byte(raw: bytes) -> None:
     record = SessionRecord.from_dict(orjson.loads(raw))
-    assert orjson.dumps(record.to_dict()) == raw
+    assert orjson.dumps(record.to_dict()) == upgraded(raw)
+    assert SessionRecord.from_dict(orjson.loads(upgraded(raw))) == record
 
 
 def test_decoded_fields_are_typed() -> None:
@@ -94,15 +104,17 @@ def test_decoded_fields_are_typed() -> None:
 async def test_the_manager_writes_what_the_first_release_wrote(
     manager: SessionManager, clock: ManualClock
 ) -> None:
-    """The first release's steps, replayed: every record byte equal but the random id."""
+    """The first release's steps, replayed: every record byte equal but the random id,
+    the format version and message times (now whole milliseconds after the creation)."""
     first = await manager.create(user_id="user-1", metadata={"channel": "web", "tags": ["a", 1]})
-    assert await stored(manager, first.id) == with_id(FRESH, first.id)
+    assert await stored(manager, first.id) == with_id(upgraded(FRESH), first.id)
     clock.advance_by(12.25)
     await manager.send_message(first.id, "hello")
     clock.advance_by(30)
     await manager.heartbeat(first.id)
     await manager.renew(first.id)
-    assert await stored(manager, first.id) == with_id(USED, first.id)
+    used = upgraded(USED, last_message_at=b"1700000012.251")
+    assert await stored(manager, first.id) == with_id(used, first.id)
     timeout = {
         "timeout_minutes": 0.5,
         "auto_renew": False,
@@ -111,7 +123,10 @@ async def test_the_manager_writes_what_the_first_release_wrote(
     }
     second = await manager.create(agent_id="other", user_id="u2", timeout=timeout)
     await manager.send_message(second.id, "x")
-    assert await stored(manager, second.id) == with_id(NO_RENEW, second.id)
+    no_renew = upgraded(
+        NO_RENEW, first_message_at=b"1700000042.251", last_message_at=b"1700000042.252"
+    )
+    assert await stored(manager, second.id) == with_id(no_renew, second.id)
 
 
 async def test_a_first_release_record_is_served(
@@ -137,7 +152,7 @@ async def test_a_first_release_record_is_served(
 def test_timestamps_are_kept_as_read() -> None:
     data = {**orjson.loads(FRESH), "created_at": 1_700_000_000, "renewed_at": 1_700_000_000}
     record = SessionRecord.from_dict(data)
-    assert orjson.dumps(record.to_dict()) == orjson.dumps(data)  # ints stay ints
+    assert orjson.dumps(record.to_dict()) == upgraded(orjson.dumps(data))  # ints stay ints
 
 
 def test_the_record_is_frozen_and_slotted() -> None:
@@ -152,7 +167,8 @@ def test_the_record_is_frozen_and_slotted() -> None:
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"v": 2}, "format version 2"),
+        ({"v": 3}, "format version 3"),
+        ({"v": 2, "pending": [[0, 1]], "holes": 0}, "'pending'/'holes' are malformed"),
         ({"v": "1"}, "format version '1'"),
         ({"state": "paused"}, "'state'"),
         ({"message_count": 1.0}, "'message_count' is a float, not int"),

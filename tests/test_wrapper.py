@@ -43,8 +43,10 @@ class TestWrapperContract(KVStoreContract):
 class Prefixing(StoreWrapper):
     """Overrides set alone: every value written gets a marker; the rest is forwarded."""
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        await self.inner.set(key, ["marked", value], ttl=ttl)
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        await self.inner.set(key, ["marked", value], ttl=ttl, keep_ttl=keep_ttl)
 
 
 async def test_a_subclass_overrides_only_what_it_changes() -> None:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from ..base import DEFAULT_MAX_VALUE_BYTES, MISSING, URL_OPTIONS, BaseStore, as_key_list
 from ..codec import Codec, JSONCodec, check_key, check_store_name, check_ttl, is_int64, is_utf8
 from ..errors import SerializationError
-from ..options import TextOption, check_int, int_option, parse_query
+from ..options import TextOption, check_bool, check_int, int_option, parse_query
 
 __all__ = ["MemoryStore"]
 
@@ -120,13 +120,21 @@ class MemoryStore(BaseStore):
             return default
         return self._codec.decode(stored) if type(stored) is bytes else stored
 
-    async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
-        """Store *value* under *key* with *ttl* seconds (``None``: the default TTL)."""
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        """Store *value* under *key* with *ttl* seconds (``None``: the default TTL).
+
+        With *keep_ttl*, a live key keeps its remaining TTL; *ttl* is for a new key.
+        """
         if self._closed:
             self._check_open()
         key = check_key(key)
         seconds = self._default_ttl if ttl is None else check_ttl(ttl)
-        self._put(key, self._encode(value), seconds)
+        if keep_ttl is not False and check_bool("keep_ttl", keep_ttl):
+            self._put_keeping_ttl(key, self._encode(value), seconds)
+        else:
+            self._put(key, self._encode(value), seconds)
 
     # Synchronous forms of get and set for MetricsStore, which calls them in its
     # own frame: an in-memory call never waits, and the inner coroutine frame
@@ -229,6 +237,15 @@ class MemoryStore(BaseStore):
         elif self._expiries and self._expiries[0][0] <= self._clock():
             self._reclaim()
 
+    def _put_keeping_ttl(self, key: str, stored: Any, ttl: float | None) -> None:
+        """:meth:`_put`, but a live key keeps its expiry (and its item in the heap)."""
+        if self._live(key) is MISSING:
+            self._put(key, stored, ttl)
+            return
+        self._data[key] = (stored, self._data[key][1])
+        if self._lru is not None:
+            self._lru.move_to_end(key)
+
     def _schedule(self, key: str, expires_at: float) -> None:
         heap = self._expiries
         heapq.heappush(heap, (expires_at, key))
@@ -324,6 +341,31 @@ class MemoryStore(BaseStore):
         expires_at = self._clock() + ttl
         self._data[key] = (stored, expires_at)
         self._schedule(key, expires_at)
+        return True
+
+    # No await between reading and writing in these: each is atomic on the event loop.
+
+    async def _set_keep_ttl(self, key: str, stored: Any, ttl: float | None) -> None:
+        self._put_keeping_ttl(key, stored, ttl)
+
+    async def _update_keep_ttl(
+        self, key: str, transform: Callable[[Any], Any], ttl: float | None
+    ) -> None:
+        self._put_keeping_ttl(key, transform(self._live(key)), ttl)
+
+    async def _persist(self, key: str) -> bool:
+        stored = self._live(key)
+        if stored is MISSING:
+            return False
+        # The key's heap item goes stale: _reclaim skips items whose deadline changed.
+        self._data[key] = (stored, None)
+        return True
+
+    async def _release_lock(self, key: str, token: Any, ttl: float) -> bool:
+        stored = self._live(key)
+        if stored is MISSING or stored != token:
+            return False
+        del self._data[key]
         return True
 
     async def _entries(self, prefix: str) -> AsyncGenerator[tuple[str, Any], None]:

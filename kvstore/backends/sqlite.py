@@ -68,6 +68,16 @@ _UPSERT: Final = (
 # An expired row counts as absent: add() overwrites it, and only it.
 _ADD: Final = _UPSERT + " WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
 _DELETE: Final = f"DELETE FROM kv WHERE ns = ? AND key = ? AND {_LIVE}"
+# keep_ttl: a live row keeps its expires_at; an expired one counts as absent.
+_UPSERT_KEEP_TTL: Final = (
+    "INSERT INTO kv (ns, key, value, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, expires_at = CASE"
+    " WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= ? THEN excluded.expires_at"
+    " ELSE kv.expires_at END"
+)
+_GET_ROW: Final = f"SELECT value, expires_at FROM kv WHERE ns = ? AND key = ? AND {_LIVE}"
+_PERSIST: Final = f"UPDATE kv SET expires_at = NULL WHERE ns = ? AND key = ? AND {_LIVE}"
+_DELETE_IF: Final = f"DELETE FROM kv WHERE ns = ? AND key = ? AND value = ? AND {_LIVE}"
 _EXPIRE: Final = f"UPDATE kv SET expires_at = ? WHERE ns = ? AND key = ? AND {_LIVE}"
 _CLEAR: Final = "DELETE FROM kv WHERE ns = ?"
 # Bounded, and driven by the expires_at index: cost O(limit), never a table scan.
@@ -351,6 +361,49 @@ class SQLiteStore(BaseStore):
 
         async def run(conn: aiosqlite.Connection, now: float) -> bool:
             cursor = await conn.execute(_EXPIRE, (expires_at, ns, key, now))
+            return cursor.rowcount > 0
+
+        changed: bool = await self._engine.write(run=run)
+        return changed
+
+    async def _set_keep_ttl(self, key: str, stored: Any, ttl: float | None) -> None:
+        row = (self._namespace, key, stored, self._expires_at(ttl))
+
+        async def run(conn: aiosqlite.Connection, now: float) -> None:
+            await conn.execute(_UPSERT_KEEP_TTL, (*row, now))
+
+        await self._engine.write(run=run)
+
+    async def _update_keep_ttl(
+        self, key: str, transform: Callable[[Any], Any], ttl: float | None
+    ) -> None:
+        ns, expires_at = self._namespace, self._expires_at(ttl)
+
+        async def run(conn: aiosqlite.Connection, now: float) -> Exception | None:
+            rows = list(await conn.execute_fetchall(_GET_ROW, (ns, key, now)))
+            stored, kept = rows[0] if rows else (MISSING, expires_at)
+            try:
+                new = transform(stored)
+            except Exception as err:  # the caller's fn or codec: this write alone fails
+                return err
+            await conn.execute(_UPSERT, (ns, key, new, kept))
+            return None
+
+        failure: Exception | None = await self._engine.write(run=run)
+        if failure is not None:
+            raise failure
+
+    async def _persist(self, key: str) -> bool:
+        return await self._run_counting(_PERSIST, (self._namespace, key))
+
+    async def _release_lock(self, key: str, token: Any, ttl: float) -> bool:
+        return await self._run_counting(_DELETE_IF, (self._namespace, key, token))
+
+    async def _run_counting(self, sql: str, params: tuple[Any, ...]) -> bool:
+        """Run the write *sql* with *params* and "now"; True if it changed a row."""
+
+        async def run(conn: aiosqlite.Connection, now: float) -> bool:
+            cursor = await conn.execute(sql, (*params, now))
             return cursor.rowcount > 0
 
         changed: bool = await self._engine.write(run=run)

@@ -28,6 +28,9 @@ import datetime
 import decimal
 import enum
 import math
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +44,8 @@ from ..errors import (
     InvalidKeyError,
     InvalidTTLError,
     KVStoreError,
+    LockNotOwnedError,
+    LockTimeoutError,
     SerializationError,
     ValueTooLargeError,
 )
@@ -71,12 +76,18 @@ class ContractBackend:
         ttl_unit: the TTL, in seconds, TTL tests use; raise it for backends
             whose clock cannot be moved so that sleeping stays reliable.
         max_value_bytes: the service's limit, used by the oversize test.
+        url: a URL :func:`kvstore.open_service` opens the same backend with,
+            for the lock tests that run other processes (None skips them).
+            Those processes use the wall clock: a store clock the tests move
+            must start near ``time.time()``, and *ttl_unit* must exceed the
+            few seconds a process takes to start.
     """
 
     open_service: Callable[..., KVStoreService]
     advance: Callable[[float], Awaitable[None]] = _sleep
     ttl_unit: float = 0.25
     max_value_bytes: int = 16 * 1024 * 1024
+    url: str | None = None
 
 
 async def _snapshot(store: KVStore) -> dict[str, Any]:
@@ -85,6 +96,44 @@ async def _snapshot(store: KVStore) -> dict[str, Any]:
 
 def _bump(value: int) -> int:
     return value + 1
+
+
+# Run by the cross-process lock tests as ``python -c _LOCK_CHILD url mode ttl rounds``
+# on the contract's store: "count" adds 1 to "n" *rounds* times, with a pause
+# between the read and the write that only the lock keeps safe; "hold" takes
+# the lock, says so, and waits to be killed.
+_LOCK_CHILD = """
+import sys, anyio, kvstore
+
+async def main(url, mode, ttl, rounds):
+    service = kvstore.open_service(url)
+    store = service.get_store("contract")
+    try:
+        if mode == "hold":
+            await store.lock("lock:held", ttl=ttl).acquire()
+            print("held", flush=True)
+            await anyio.sleep(3600)
+        for _ in range(rounds):
+            async with store.lock("lock:count", ttl=ttl, timeout=120):
+                n = await store.get("n", 0)
+                await anyio.sleep(0.002)
+                await store.set("n", n + 1)
+    finally:
+        await service.aclose()
+
+anyio.run(main, sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
+"""
+
+
+def _lock_child(url: str, mode: str, ttl: float, rounds: int = 0) -> list[str]:
+    return [sys.executable, "-c", _LOCK_CHILD, url, mode, str(ttl), str(rounds)]
+
+
+def _child_env() -> dict[str, str]:
+    # The children import the same kvstore as this process.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
 
 
 JSON_VALUES: list[Any] = [
@@ -143,12 +192,14 @@ def _value_id(value: Any) -> str:
     """A short test id; repr of a deeply nested value would itself recurse too deep."""
     if type(value) is list and value and type(value[0]) is list:
         return "deeply-nested-list"
+    if type(value) is object:
+        # Its repr holds an address: pytest-xdist workers would disagree.
+        return "object()"
     return repr(value)
 
 
 BAD_VALUES: list[Any] = [
-    _nested(300),  # deeper than JSON encoders go
-    _nested(100_000),  # deeper than Python recursion goes
+    _nested(100_000),  # deeper than any encoder (or Python's recursion) goes
     {1, 2},
     frozenset({1}),
     b"bytes",
@@ -486,6 +537,230 @@ class KVStoreContract:
                 tg.start_soon(incrementer)
         assert await store.get("counter") == 200
 
+    # -- keep_ttl and persist ---------------------------------------------------
+
+    async def test_set_keep_ttl_keeps_the_remaining_ttl(
+        self, store: KVStore, kv_backend: ContractBackend
+    ) -> None:
+        unit = kv_backend.ttl_unit
+        await store.set("k", 1, ttl=unit * 4)
+        await kv_backend.advance(unit * 2)
+        await store.set("k", 2, ttl=unit * 100, keep_ttl=True)
+        assert await store.get("k") == 2
+        remaining = await store.ttl("k")
+        assert remaining is not None and 0 < remaining <= unit * 2
+        await kv_backend.advance(unit * 3)
+        assert await store.get("k") is None
+
+    async def test_set_keep_ttl_on_persistent_new_and_expired_keys(
+        self, store: KVStore, kv_backend: ContractBackend
+    ) -> None:
+        unit = kv_backend.ttl_unit
+        await store.set("persistent", 1)
+        await store.set("persistent", 2, ttl=unit, keep_ttl=True)
+        assert await store.ttl("persistent") is None
+        await store.set("new", 1, ttl=unit, keep_ttl=True)
+        remaining = await store.ttl("new")
+        assert remaining is not None and 0 < remaining <= unit
+        await store.set("new_forever", 1, keep_ttl=True)
+        assert await store.ttl("new_forever") is None
+        await store.set("expired", 1, ttl=unit)
+        await kv_backend.advance(unit * 2)
+        await store.set("expired", 2, ttl=unit * 10, keep_ttl=True)  # absent: a new key
+        remaining = await store.ttl("expired")
+        assert remaining is not None and unit * 9 <= remaining <= unit * 10
+        assert await _snapshot(store) == {"persistent": 2, "new_forever": 1, "expired": 2}
+
+    async def test_update_keep_ttl(self, store: KVStore, kv_backend: ContractBackend) -> None:
+        unit = kv_backend.ttl_unit
+        await store.set("n", 1, ttl=unit * 4)
+        await kv_backend.advance(unit * 2)
+        assert await store.update("n", _bump, ttl=unit * 100, keep_ttl=True) == 2
+        remaining = await store.ttl("n")
+        assert remaining is not None and 0 < remaining <= unit * 2
+        assert await store.update("fresh", _bump, default=0, ttl=unit, keep_ttl=True) == 1
+        remaining = await store.ttl("fresh")
+        assert remaining is not None and 0 < remaining <= unit
+        await store.set("forever", 1)
+        assert await store.update("forever", _bump, ttl=unit, keep_ttl=True) == 2
+        assert await store.ttl("forever") is None
+        await kv_backend.advance(unit * 3)
+        assert await store.get_many(["n", "fresh", "forever"]) == {"forever": 2}
+
+    async def test_keep_ttl_with_a_default_ttl(self, kv_backend: ContractBackend) -> None:
+        unit = kv_backend.ttl_unit
+        service = kv_backend.open_service(default_ttl=unit)
+        try:
+            store = service.get_store("contract_keep")
+            await store.clear()
+            await store.set("k", 1, ttl=unit * 10)
+            await store.set("k", 2, keep_ttl=True)  # not the default: the key's own TTL
+            await store.update("u", _bump, default=0, keep_ttl=True)  # new: the default
+            kept, fresh = await store.ttl("k"), await store.ttl("u")
+            assert kept is not None and unit * 9 <= kept <= unit * 10
+            assert fresh is not None and 0 < fresh <= unit
+        finally:
+            await service.aclose()
+
+    async def test_update_keep_ttl_error_stores_nothing(self, store: KVStore) -> None:
+        await store.set("k", 1, ttl=100)
+        with pytest.raises(ZeroDivisionError):
+            await store.update("k", lambda v: v / 0, keep_ttl=True)
+        with pytest.raises(SerializationError):
+            await store.update("k", lambda v: {v}, keep_ttl=True)
+        assert await _snapshot(store) == {"k": 1}
+
+    async def test_concurrent_keep_ttl_updates_lose_nothing(self, store: KVStore) -> None:
+        async def incrementer() -> None:
+            for _ in range(10):
+                await store.update("counter", _bump, default=0, ttl=1000, keep_ttl=True)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(incrementer)
+        assert await store.get("counter") == 100
+
+    async def test_persist(self, store: KVStore, kv_backend: ContractBackend) -> None:
+        unit = kv_backend.ttl_unit
+        await store.set("k", 1, ttl=unit)
+        assert await store.persist("k") is True
+        assert await store.ttl("k") is None
+        await store.set("forever", 1)
+        assert await store.persist("forever") is True
+        assert await store.persist("missing") is False
+        await store.set("gone", 1, ttl=unit)
+        await kv_backend.advance(unit * 2)
+        assert await store.persist("gone") is False
+        assert await _snapshot(store) == {"k": 1, "forever": 1}
+
+    # -- locks -------------------------------------------------------------------
+
+    async def test_lock_is_exclusive(self, store: KVStore, kv_backend: ContractBackend) -> None:
+        ttl = kv_backend.ttl_unit * 10
+        async with store.lock("lock:a", ttl=ttl):
+            with pytest.raises(LockTimeoutError) as info:
+                async with store.lock("lock:a", ttl=ttl, blocking=False):
+                    pass  # pragma: no cover - never acquired
+            assert isinstance(info.value, TimeoutError) and isinstance(info.value, KVStoreError)
+            with pytest.raises(LockTimeoutError):
+                async with store.lock("lock:a", ttl=ttl, timeout=0.05):
+                    pass  # pragma: no cover - never acquired
+            async with store.lock("lock:b", ttl=ttl, blocking=False):
+                pass  # another name is another lock
+        async with store.lock("lock:a", ttl=ttl, blocking=False):
+            pass  # released: free again
+        assert await store.get("lock:a") is None
+
+    async def test_lock_waits_for_the_holder(
+        self, store: KVStore, kv_backend: ContractBackend
+    ) -> None:
+        ttl = kv_backend.ttl_unit * 10
+        events: list[str] = []
+        holding = anyio.Event()
+
+        async def waiter() -> None:
+            await holding.wait()
+            async with store.lock("lock:w", ttl=ttl, timeout=60):
+                events.append("waiter")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            async with store.lock("lock:w", ttl=ttl):
+                holding.set()
+                for _ in range(20):  # the waiter tries, and must keep waiting
+                    await anyio.sleep(0.001)
+                events.append("holder")
+        assert events == ["holder", "waiter"]
+
+    async def test_lock_serialises_tasks(self, store: KVStore, kv_backend: ContractBackend) -> None:
+        ttl = kv_backend.ttl_unit * 10
+
+        async def worker() -> None:
+            for _ in range(3):
+                async with store.lock("lock:n", ttl=ttl, timeout=60):
+                    n = await store.get("n", 0)
+                    await anyio.lowlevel.checkpoint()  # unsafe without the lock
+                    await store.set("n", n + 1)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(worker)
+        assert await store.get("n") == 24
+
+    async def test_lock_expires_and_cannot_be_released_by_its_late_holder(
+        self, store: KVStore, kv_backend: ContractBackend
+    ) -> None:
+        unit = kv_backend.ttl_unit
+        first = store.lock("lock:e", ttl=unit)
+        await first.__aenter__()
+        await kv_backend.advance(unit * 2)
+        second = store.lock("lock:e", ttl=unit * 10, blocking=False)
+        await second.__aenter__()  # the first expired
+        with pytest.raises(LockNotOwnedError):
+            await first.__aexit__(None, None, None)
+        with pytest.raises(LockTimeoutError):  # the second holds it still
+            await store.lock("lock:e", ttl=unit, blocking=False).__aenter__()
+        await second.__aexit__(None, None, None)
+
+        class Boom(Exception):
+            pass
+
+        with pytest.raises(Boom) as info:  # the block's error wins, with a note
+            async with store.lock("lock:e", ttl=unit):
+                await kv_backend.advance(unit * 2)
+                raise Boom
+        assert any("expired" in note for note in getattr(info.value, "__notes__", []))
+        with pytest.raises(LockNotOwnedError):
+            async with store.lock("lock:e", ttl=unit):
+                await kv_backend.advance(unit * 2)
+
+    async def test_lock_bad_arguments(self, store: KVStore) -> None:
+        with pytest.raises(InvalidKeyError):
+            store.lock("", ttl=10)
+        with pytest.raises(InvalidTTLError):
+            store.lock("lock:x", ttl=0)
+        with pytest.raises(ValueError):
+            store.lock("lock:x", ttl=10, timeout=-1)
+        with pytest.raises(ValueError):
+            store.lock("lock:x", ttl=10, timeout=1, blocking=False)
+        assert await _snapshot(store) == {}
+
+    async def test_lock_is_exclusive_across_processes(
+        self, store: KVStore, kv_backend: ContractBackend
+    ) -> None:
+        if kv_backend.url is None:
+            pytest.skip("the backend is not shared by processes (no ContractBackend.url)")
+        url, processes, rounds = kv_backend.url, 2, 5
+        with anyio.fail_after(240):
+            async with anyio.create_task_group() as tg:
+                for _ in range(processes):
+                    command = _lock_child(url, "count", 120.0, rounds)
+                    tg.start_soon(_run_child, command)
+        assert await store.get("n") == processes * rounds
+
+    async def test_lock_of_a_killed_holder_expires(
+        self, store: KVStore, kv_backend: ContractBackend
+    ) -> None:
+        if kv_backend.url is None:
+            pytest.skip("the backend is not shared by processes (no ContractBackend.url)")
+        unit = kv_backend.ttl_unit
+        with anyio.fail_after(120):
+            async with await anyio.open_process(
+                _lock_child(kv_backend.url, "hold", unit),
+                stdout=subprocess.PIPE,
+                env=_child_env(),
+            ) as child:
+                assert child.stdout is not None
+                said = await child.stdout.receive()
+                assert said.startswith(b"held"), said
+                child.kill()
+                await child.wait()
+        with pytest.raises(LockTimeoutError):
+            await store.lock("lock:held", ttl=unit, blocking=False).__aenter__()
+        await kv_backend.advance(unit * 3)
+        async with store.lock("lock:held", ttl=unit, blocking=False):
+            pass
+
     # -- namespaces -----------------------------------------------------------
 
     async def test_clear_only_own_namespace(self, kv_service: KVStoreService) -> None:
@@ -629,3 +904,8 @@ class KVStoreContract:
         await service.aclose()
         with pytest.raises(KVStoreError):
             await store.get("k")
+
+
+async def _run_child(command: list[str]) -> None:
+    result = await anyio.run_process(command, env=_child_env(), check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")

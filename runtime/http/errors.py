@@ -3,7 +3,8 @@
 Every error is ``{"error": {"code", "message"}}`` with ElizaOS's codes
 (``SESSION_NOT_FOUND`` 404, ``SESSION_EXPIRED`` 410, ``VALIDATION_ERROR`` 400,
 ...), plus 413 ``PAYLOAD_TOO_LARGE`` and 503 ``SERVICE_UNAVAILABLE`` (with
-``Retry-After``) when the key-value backend cannot be reached. Anything
+``Retry-After``) when the key-value backend cannot be reached or an update lost
+every conflict retry (``UpdateConflictError``). Anything
 unexpected is logged and answered 500 without its details: never a stack trace.
 """
 
@@ -17,10 +18,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kvstore import BackendUnavailableError, StoreClosedError
+from kvstore import BackendUnavailableError, StoreClosedError, UpdateConflictError
 
 from ..errors import (
     APIError,
+    ExchangeNotStoredError,
+    IdempotencyInFlightError,
+    IdempotencyKeyReusedError,
     InvalidSessionInputError,
     RuntimeStateError,
     SessionExpiredError,
@@ -51,10 +55,20 @@ _SESSION_ERRORS: Final[tuple[tuple[type[Exception], int, str], ...]] = (
     (SessionRenewalError, 400, "SESSION_RENEWAL_FAILED"),
     (SessionExpiredError, 410, "SESSION_EXPIRED"),
     (InvalidSessionInputError, 400, "VALIDATION_ERROR"),
+    # The IETF Idempotency-Key draft's statuses.
+    (IdempotencyKeyReusedError, 422, "IDEMPOTENCY_KEY_REUSED"),
+    (IdempotencyInFlightError, 409, "IDEMPOTENCY_KEY_IN_FLIGHT"),
 )
 
-# Errors meaning "the store cannot answer now": the client should retry.
-_UNAVAILABLE: Final = (BackendUnavailableError, StoreClosedError, RuntimeStateError)
+# Errors meaning "the store cannot answer now": the client should retry. An
+# update that lost every conflict retry stored nothing, so a retry is safe too.
+_UNAVAILABLE: Final = (
+    BackendUnavailableError,
+    UpdateConflictError,
+    StoreClosedError,
+    RuntimeStateError,
+    ExchangeNotStoredError,
+)
 
 _HTTP_CODES: Final = {
     400: "BAD_REQUEST",

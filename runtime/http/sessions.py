@@ -128,7 +128,11 @@ class SessionRoutes:
         content = string(body, "content")
         metadata = optional_object(body, "metadata")
         send_options(body)
-        exchange = await self.sessions.exchange(session_id, content, metadata=metadata)
+        # IETF Idempotency-Key draft: a retry with the key gets the first answer.
+        key = request.headers.get("idempotency-key")
+        exchange = await self.sessions.exchange(
+            session_id, content, metadata=metadata, idempotency_key=key
+        )
         session: Session | None
         try:
             session = await self.sessions.get(session_id)

@@ -37,6 +37,9 @@ from __future__ import annotations
 
 from ..errors import (
     ContentTooLargeError,
+    ExchangeNotStoredError,
+    IdempotencyInFlightError,
+    IdempotencyKeyReusedError,
     InvalidSessionInputError,
     SessionError,
     SessionExpiredError,
@@ -53,7 +56,10 @@ __all__ = [
     "SESSIONS_STORE",
     "ContentTooLargeError",
     "Exchange",
+    "ExchangeNotStoredError",
     "ExpiredHook",
+    "IdempotencyInFlightError",
+    "IdempotencyKeyReusedError",
     "InvalidSessionInputError",
     "MessagePage",
     "Session",

@@ -89,6 +89,25 @@ class SessionsConfig:
             the store, so that the sweeper (and ``on_expired``) normally sees it
             before the store's own TTL removes it. Keep it above
             ``cleanup_interval``.
+        idempotency_window: seconds a send-message idempotency key is
+            remembered: a retry with the same key within it returns the first
+            answer (default 24 hours).
+        idempotency_pending_seconds: life of the "in flight" marker of a key
+            whose first request runs (retries meanwhile are refused). The
+            request keeps it alive, so a reply may take longer; if the process
+            serving it died, a retry after this long starts afresh. A request
+            that could not extend its marker stores nothing once 80 % of its
+            last known life has passed, so a late answer never doubles a retry's.
+        commit_timeout: seconds after which seqs allocated but not committed (a
+            writer died, or the store failed, between the two steps) are given
+            up, so readers can see past them: after such a fault, messages
+            behind them become visible within this long. A writer that takes
+            half of it between allocating and writing gives up itself. Keep it
+            well above a store call's worst latency.
+        max_clock_skew: the largest clock difference between replicas the
+            sweeper is built for: each sweep re-reads the expiry buckets of the
+            last ``max_clock_skew + 2 * cleanup_interval`` seconds, so a replica
+            whose clock ran ahead cannot make the others skip sessions.
 
     >>> SessionsConfig(default_timeout_minutes=10, cleanup_interval=60)  # doctest: +ELLIPSIS
     SessionsConfig(default_timeout_minutes=10.0, ...)
@@ -103,6 +122,10 @@ class SessionsConfig:
     max_content_bytes: int = 64 * 1024
     max_metadata_bytes: int = 16 * 1024
     grace_seconds: float = 900.0
+    idempotency_window: float = 24 * 3600.0
+    idempotency_pending_seconds: float = 10.0
+    commit_timeout: float = 10.0
+    max_clock_skew: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -112,7 +135,14 @@ class SessionsConfig:
         ):
             object.__setattr__(self, name, check_minutes(name, getattr(self, name)))
         check_flag("auto_renew", self.auto_renew)
-        for name in ("cleanup_interval", "grace_seconds"):
+        for name in (
+            "cleanup_interval",
+            "grace_seconds",
+            "idempotency_window",
+            "idempotency_pending_seconds",
+            "commit_timeout",
+            "max_clock_skew",
+        ):
             object.__setattr__(self, name, check_seconds_value(name, getattr(self, name)))
         for name in ("max_page_size", "max_content_bytes", "max_metadata_bytes"):
             check_positive_int(name, getattr(self, name))

@@ -5,14 +5,21 @@ strictly increase with ``seq``. A page finds its ``before``/``after`` bounds by
 a k-ary search over ``seq`` (O(log n) keys, :data:`SEARCH_FANOUT` per round
 trip), then reads at most ``limit + 1`` message keys with ``get_many``.
 
-Seqs can have holes: a seq is allocated in the record before its message is
-written, and a writer may die in between. Holes carry no timestamp, so the
+Only seqs below the record's watermark are read: a seq is allocated in the
+record before its message is written, and reading past a range still being
+written would let a poller's cursor move past it for good. Below the watermark
+a seq can still be a hole (a tombstone for a writer that died, or a key the
+first release allocated and never wrote): holes carry no timestamp, so the
 search steps over them and the page skips them.
+
+With ``after`` the page holds the ``limit`` messages right after it (ElizaOS's
+rule), so walking forward from a cursor visits every message; otherwise the
+newest ``limit`` before ``before``. Pages are newest first either way.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from kvstore import KVStore
 
@@ -21,7 +28,10 @@ from .keys import message_key
 from .models import MessagePage
 from .record import SessionRecord
 
-__all__ = ["SEARCH_FANOUT", "read_page", "search"]
+__all__ = ["SEARCH_FANOUT", "TOMBSTONE_FIELD", "is_hole", "read_page", "search"]
+
+TOMBSTONE_FIELD: Final = "abandoned"
+"""The field that marks a message key's value as a tombstone, not a message."""
 
 SEARCH_FANOUT: Final = 4
 """Probes per round of the history search: log(n)/log(FANOUT + 1) round trips."""
@@ -39,7 +49,7 @@ async def read_page(
 
     Those with ``after < created_at < before``; a bound that is None is no bound.
     """
-    sid, count = record.id, record.message_count
+    sid, count = record.id, record.watermark
     first, last = record.first_message_at, record.last_message_at
     if count == 0 or first is None or last is None:
         return MessagePage([], False)
@@ -56,17 +66,30 @@ async def read_page(
         # boundary for `after` lies in [0, upper].
         lower = upper if after >= last else await search(store, sid, upper, after, strict=False)
     collected: list[Message] = []
-    seq = upper
-    while seq > lower and len(collected) <= limit:
-        want = min(limit + 1 - len(collected), seq - lower)
-        seqs = range(seq - 1, seq - 1 - want, -1)
+    forward = after is not None
+    low, high = lower, upper
+    while low < high and len(collected) <= limit:
+        want = min(limit + 1 - len(collected), high - low)
+        if forward:
+            seqs = range(low, low + want)
+            low += want
+        else:
+            seqs = range(high - 1, high - 1 - want, -1)
+            high -= want
         found = await store.get_many(message_key(sid, s) for s in seqs)
         for s in seqs:
             data = found.get(message_key(sid, s))
-            if data is not None:  # else a hole: allocated, never written
+            if data is not None and not is_hole(data):
                 collected.append(Message.from_dict(data))
-        seq -= want
-    return MessagePage(collected[:limit], len(collected) > limit)
+    page = collected[:limit]
+    if forward:
+        page.reverse()
+    return MessagePage(page, len(collected) > limit)
+
+
+def is_hole(data: Any) -> bool:
+    """True for what a seq without a message holds: nothing, or a tombstone."""
+    return data is None or (isinstance(data, dict) and TOMBSTONE_FIELD in data)
 
 
 async def search(store: KVStore, sid: str, count: int, cursor: float, *, strict: bool) -> int:
@@ -96,7 +119,7 @@ async def search(store: KVStore, sid: str, count: int, cursor: float, *, strict:
         missing: set[int] = set()
         for seq in probes:
             data = found.get(message_key(sid, seq))
-            if data is None:
+            if data is None or is_hole(data):
                 missing.add(seq)
                 continue
             created = data["created_at"]

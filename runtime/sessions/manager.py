@@ -7,10 +7,9 @@ import inspect
 import logging
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 
 import anyio
 
@@ -20,13 +19,14 @@ from ..errors import (
     InvalidSessionInputError,
     SessionExpiredError,
     SessionNotFoundError,
-    SessionRecordError,
     SessionRenewalError,
 )
-from ..messages import Message, Role
+from ..messages import Message
+from ..state import STATE_CACHE_STORE
+from . import idempotency
 from .config import SessionsConfig, TimeoutConfig
 from .history import read_page
-from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, message_key, session_key
+from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, session_key
 from .models import Exchange, ExpiredHook, MessagePage, Session, SessionsRuntime
 from .record import SessionRecord, StoredTimeout
 from .sweeper import Skip, Sweeper, decoded
@@ -38,12 +38,24 @@ from .validation import (
     check_metadata,
     check_name,
 )
+from .writer import Draft, SessionWriter
 
 __all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
 
 _ID_BYTES: Final = 18  # 144 bits from secrets, encoded as 24 url-safe characters
+
+
+def _state_store(runtime: SessionsRuntime) -> KVStore | None:
+    """The store of the runtime's state cache, whose entries sessions remove with their messages."""
+    try:
+        store = getattr(getattr(runtime, "state_cache", None), "store", None)
+        if store is not None:
+            return cast(KVStore, store)
+        return runtime.kv_service.get_store(STATE_CACHE_STORE)
+    except Exception:  # a runtime without a state cache: nothing to remove
+        return None
 
 
 class SessionManager:
@@ -90,8 +102,20 @@ class SessionManager:
         """Hook called once per swept session; may be set after construction."""
         self._clock = clock
         self._store: KVStore = runtime.kv_service.get_store(SESSIONS_STORE)
+        self._state_store: KVStore | None = _state_store(runtime)
         self._sweeper = Sweeper(
-            self._store, grace_seconds=self._config.grace_seconds, report=self._notify
+            self._store,
+            grace_seconds=self._config.grace_seconds,
+            report=self._notify,
+            lookback=self._config.max_clock_skew + 2 * self._config.cleanup_interval,
+            state_store=self._state_store,
+        )
+        self._writer = SessionWriter(
+            self._store,
+            check_live=self._check_live,
+            clock=self._clock,
+            grace_seconds=self._config.grace_seconds,
+            commit_timeout=self._config.commit_timeout,
         )
 
     @property
@@ -251,41 +275,201 @@ class SessionManager:
     # -- messages ------------------------------------------------------------------------------
 
     async def send_message(
-        self, session_id: str, content: str, *, metadata: Mapping[str, Any] | None = None
+        self,
+        session_id: str,
+        content: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Message:
-        """Store the user's *content*, generate the agent's reply, store and return it.
+        """Generate the agent's reply to the user's *content*, store both, return the reply.
 
         The reply comes from ``runtime.compose_state`` then
         ``runtime.generate_reply``. With auto-renew the session's expiry moves
         (never past its max duration).
 
+        With *idempotency_key*, a retry with the same key in this session within
+        ``config.idempotency_window`` returns the first reply and stores
+        nothing, on any replica (:mod:`.idempotency`).
+
         Raises:
             SessionNotFoundError, SessionExpiredError: as :meth:`get`.
             InvalidSessionInputError: empty or non-str content, bad metadata.
             ContentTooLargeError: content or metadata above the configured limit.
+            IdempotencyKeyReusedError: the key was used for another message.
+            IdempotencyInFlightError: the key's first request is still in flight.
         """
-        return (await self.exchange(session_id, content, metadata=metadata)).reply
+        exchange = await self.exchange(
+            session_id, content, metadata=metadata, idempotency_key=idempotency_key
+        )
+        return exchange.reply
 
     async def exchange(
-        self, session_id: str, content: str, *, metadata: Mapping[str, Any] | None = None
+        self,
+        session_id: str,
+        content: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Exchange:
         """Like :meth:`send_message`, returning both the stored user message and the reply.
 
-        If generating the reply fails, the user message stays stored and the
-        error propagates.
+        The reply is made first, then both messages are stored together: if
+        making the reply or storing fails, nothing is stored (the state
+        composed for the message is dropped too) and the error propagates.
         """
         sid = check_id(session_id)
         text = check_content(content, self._config.max_content_bytes)
         meta = check_metadata(metadata, "message metadata", self._config.max_metadata_bytes)
-        user = await self._append(sid, "user", text, meta, activity_renews=True)
-        state = await self._runtime.compose_state(user)
-        reply_text = await self._runtime.generate_reply(user, state)
-        if not isinstance(reply_text, str):
-            raise TypeError(f"generate_reply returned a {type(reply_text).__name__}, not a str")
-        reply = await self._append(
-            sid, "agent", reply_text, {"in_reply_to": user.id}, activity_renews=False
+        key = None if idempotency_key is None else idempotency.check_key(idempotency_key)
+        now = self._clock()
+        # Fail fast, before a reply is made for a session that is gone.
+        record = await self._load(sid, now)
+        if key is None:
+            return await self._reply_and_store(record, text, meta, None, None)
+        print_ = idempotency.fingerprint(text, meta)
+        marker = idempotency.marker_key(sid, key)
+        pending_for = self._config.idempotency_pending_seconds
+        while not await self._store.add(marker, idempotency.pending(print_, now), ttl=pending_for):
+            found = await self._store.get(marker)
+            if found is not None:  # else it expired meanwhile: try again
+                return idempotency.replay(found, print_, key)
+        # The marker is kept alive while this request runs, so a retry sees it in
+        # flight however long the reply takes, and it lapses soon after this
+        # process dies. Past 80 % of its last known life this request stores
+        # nothing: a retry may have taken over.
+        valid_until = now + pending_for
+
+        async def keep_marker() -> None:
+            nonlocal valid_until
+            while True:
+                await anyio.sleep(pending_for / 3)
+                renewed_at = self._clock()
+                try:
+                    if await self._store.expire(marker, pending_for):
+                        valid_until = renewed_at + pending_for
+                except Exception:
+                    logger.warning("could not extend idempotency marker %r", marker)
+
+        outcome: Exchange | BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(keep_marker)
+            try:
+                outcome = await self._reply_and_store(
+                    record, text, meta, (marker, print_), lambda: valid_until - 0.2 * pending_for
+                )
+            except BaseException as err:
+                # Raised below, outside the task group, as itself (not in an ExceptionGroup).
+                outcome = err
+            finally:
+                group.cancel_scope.cancel()
+        if isinstance(outcome, Exchange):
+            return outcome
+        with anyio.CancelScope(shield=True):
+            await self._forget(marker)
+        if outcome is None:  # cancelled from outside: the scope swallowed nothing of ours
+            raise anyio.get_cancelled_exc_class()()
+        raise outcome
+
+    async def _reply_and_store(
+        self,
+        record: SessionRecord,
+        text: str,
+        meta: dict[str, Any],
+        remember: tuple[str, str] | None,
+        deadline: Callable[[], float] | None,
+    ) -> Exchange:
+        sid = record.id
+        user = Draft("user", text, meta)
+        # The providers see the message as it will be stored, except for its
+        # timestamp, which the store allocates only once the reply is there.
+        draft = Message(user.id, sid, "user", text, self._clock(), meta)
+        try:
+            state = await self._runtime.compose_state(draft)
+            reply_text = await self._runtime.generate_reply(draft, state)
+            if not isinstance(reply_text, str):
+                raise TypeError(f"generate_reply returned a {type(reply_text).__name__}, not a str")
+            reply = Draft("agent", reply_text, {"in_reply_to": user.id})
+
+            def extra(messages: builtins.list[Message]) -> dict[str, Any]:
+                if remember is None:
+                    return {}
+                marker, print_ = remember
+                return {marker: idempotency.answer(print_, Exchange(*messages))}
+
+            stored = await self._writer.append(
+                sid,
+                [user, reply],
+                renewals=1,
+                extra=extra,
+                extra_ttl=self._config.idempotency_window if remember else 0.0,
+                deadline=deadline,
+                known=record,
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._forget_state(user.id)
+            raise
+        if remember is not None:
+            # Written with the messages' TTL when that is longer; the window is the promise.
+            try:
+                await self._store.expire(remember[0], self._config.idempotency_window)
+            except Exception:
+                logger.warning("could not shorten idempotency marker %r", remember[0])
+        return Exchange(*stored)
+
+    async def open_exchange(
+        self, session_id: str, content: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> Message:
+        """Store the user's message now; the reply follows with :meth:`close_exchange`.
+
+        For transports that answer before the reply is made (SSE, WebSocket):
+        the caller makes the reply (``runtime.compose_state`` and
+        ``generate_reply``, streamed as it likes) and then stores it, or the
+        error that stopped it, with :meth:`close_exchange`, so that every user
+        message has an answer in history and counts agree with history.
+        """
+        sid = check_id(session_id)
+        text = check_content(content, self._config.max_content_bytes)
+        meta = check_metadata(metadata, "message metadata", self._config.max_metadata_bytes)
+        (user,) = await self._writer.append(sid, [Draft("user", text, meta)], renewals=1)
+        return user
+
+    async def close_exchange(
+        self, user: Message, reply: str | None = None, *, error: str | None = None
+    ) -> Message:
+        """Store the agent's *reply* to *user* (from :meth:`open_exchange`), or an error marker.
+
+        Exactly one of *reply* and *error* is given. An error marker is an
+        agent message whose content is *error* and whose metadata has
+        ``"error": True``, so history shows the exchange failed.
+        """
+        if (reply is None) == (error is None):
+            raise InvalidSessionInputError("close_exchange takes exactly one of reply and error")
+        meta: dict[str, Any] = {"in_reply_to": user.id}
+        if error is not None:
+            meta["error"] = True
+        text = reply if reply is not None else error
+        assert text is not None
+        (stored,) = await self._writer.append(
+            user.session_id, [Draft("agent", text, meta)], renewals=0
         )
-        return Exchange(user, reply)
+        return stored
+
+    async def _forget(self, marker: str) -> None:
+        try:
+            await self._store.delete(marker)
+        except Exception:
+            # It expires after idempotency_pending_seconds anyway.
+            logger.warning("could not release idempotency marker %r", marker)
+
+    async def _forget_state(self, message_id: str) -> None:
+        if self._state_store is None:
+            return
+        try:
+            await self._state_store.delete(message_id)
+        except Exception:
+            logger.warning("could not drop the cached state of message %r", message_id)
 
     async def messages(
         self,
@@ -322,6 +506,11 @@ class SessionManager:
         before = check_cursor("before", before)
         after = check_cursor("after", after)
         record = await self._load(sid, self._clock())
+        if record.stale(self._clock(), self._config.commit_timeout):
+            # A writer died mid-append: without this, readers would wait for
+            # the next writer to see past its seqs.
+            await self._writer.give_up_stale(record)
+            record = await self._load(sid, self._clock())
         return await read_page(self._store, record, limit=limit, before=before, after=after)
 
     # -- expiry --------------------------------------------------------------------------------
@@ -386,38 +575,6 @@ class SessionManager:
             logger.exception("on_expired hook failed for session %r", session.id)
 
     # -- internals -------------------------------------------------------------------------
-
-    async def _append(
-        self,
-        sid: str,
-        role: Role,
-        content: str,
-        metadata: dict[str, Any],
-        *,
-        activity_renews: bool,
-    ) -> Message:
-        now = self._clock()
-
-        record = await self._modify(
-            sid, now, lambda live: live.with_message(now, renews=activity_renews)
-        )
-        created_at = record.last_message_at
-        if created_at is None:  # with_message() sets it: only a foreign writer could clear it
-            raise SessionRecordError(f"session record {sid!r} lost the time of its last message")
-        message = Message(
-            id=str(uuid.uuid4()),
-            session_id=sid,
-            role=role,
-            content=content,
-            created_at=created_at,
-            metadata=metadata,
-        )
-        await self._store.set(
-            message_key(sid, record.message_count - 1),
-            message.to_dict(),
-            ttl=record.latest_end - now + self._config.grace_seconds,
-        )
-        return message
 
     async def _modify(
         self,

@@ -10,11 +10,23 @@ stored form, which is (key order included)::
                  "max_duration_minutes": float, "warning_threshold_minutes": float},
      "renewal_count": int, "message_count": int,
      "first_message_at": float | null, "last_message_at": float | null,
-     "state": "active" | "expired" | "ended", "expires_at": float, "id": str}
+     "state": "active" | "expired" | "ended", "expires_at": float, "id": str,
+     "pending": [[first_seq, count, allocated_at], ...], "holes": int}
 
-``v`` is the format version. A later format gets its own number and decoder
-in :data:`_DECODERS`; :meth:`~SessionRecord.to_dict` always writes the newest,
-so a record is upgraded the next time it is written. Timestamps are kept as
+``v`` is the format version (2; the first release wrote 1, without ``pending``
+and ``holes``, which read as ``[]`` and ``0``).
+
+Seqs ``0..message_count-1`` are allocated. A writer allocates a range, writes
+its messages, then commits the range (removes it from ``pending``). Readers
+never read at or past the *watermark*, the first seq of the oldest pending
+range: below it every seq holds its message or, if its writer died before
+writing it, a tombstone (counted in ``holes``). So a poller never walks past a
+message that is still being written. A writer of the first release bumps
+``message_count`` without a pending range, which keeps its old meaning.
+
+A later format gets its own number and decoder in :data:`_DECODERS`;
+:meth:`~SessionRecord.to_dict` always writes the newest, so a record is
+upgraded the next time it is written. Timestamps are kept as
 read (an int stays an int), so decoding and encoding again gives back the same
 JSON.
 
@@ -28,6 +40,7 @@ manual renewal (or creation) otherwise.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -38,7 +51,7 @@ from .models import Session
 
 __all__ = ["RECORD_VERSION", "RecordState", "SessionRecord", "StoredTimeout"]
 
-RECORD_VERSION: Final = 1
+RECORD_VERSION: Final = 2
 """The format version :meth:`SessionRecord.to_dict` writes (the ``v`` field)."""
 
 RecordState = Literal["active", "expired", "ended"]
@@ -49,10 +62,9 @@ _STATES: Final[dict[object, RecordState]] = {
     "expired": "expired",
     "ended": "ended",
 }
-# When two messages of a session get the same clock reading, the later one is
-# bumped by this much so that timestamps stay strictly increasing (and usable
-# as exclusive pagination cursors). 1 µs is still exact at epoch magnitudes.
-_TICK: Final = 1e-6
+
+Pending = tuple[int, int, float]
+"""An allocated, uncommitted range of seqs: ``(first_seq, count, allocated_at)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +147,8 @@ class SessionRecord:
     last_message_at: float | None
     state: RecordState
     expires_at: float
+    pending: tuple[Pending, ...] = ()
+    holes: int = 0
 
     @classmethod
     def new(
@@ -178,26 +192,62 @@ class SessionRecord:
         """
         return min(now + self.timeout.timeout_minutes * 60.0, self.latest_end)
 
+    @property
+    def watermark(self) -> int:
+        """Readers read seqs below this: the oldest pending seq, else ``message_count``."""
+        return min((first for first, _, _ in self.pending), default=self.message_count)
+
+    @property
+    def visible_count(self) -> int:
+        """Messages below the watermark that history returns (tombstones excluded)."""
+        return max(self.watermark - self.holes, 0)
+
+    def stale(self, now: float, timeout: float) -> tuple[Pending, ...]:
+        """Pending ranges allocated more than *timeout* seconds before *now*."""
+        return tuple(entry for entry in self.pending if entry[2] < now - timeout)
+
     # -- transitions ----------------------------------------------------------------
 
-    def with_message(self, now: float, *, renews: bool) -> SessionRecord:
-        """One more message, stamped at *now* or just after the previous one.
+    def with_messages(self, now: float, count: int, *, renewals: int) -> SessionRecord:
+        """*count* more messages, allocated as one pending range at *now*.
 
-        *renews*: the message is user activity, which counts a renewal when
-        auto-renew is on.
+        Each gets its own whole millisecond (:meth:`stamps`): *now*'s, or the
+        one after the previous message's when the clock has not moved on, so
+        a burst may run a few milliseconds ahead of the clock. *renewals*: how
+        many of them are user activity, each counting a renewal with auto-renew.
         """
-        last = self.last_message_at
-        created = now if last is None or now > last else last + _TICK
+        stamps = self.stamps_after(now, count)
         activity = max(self.last_activity, now)
         return dataclasses.replace(
             self,
-            message_count=self.message_count + 1,
-            last_message_at=created,
-            first_message_at=created if self.first_message_at is None else self.first_message_at,
+            message_count=self.message_count + count,
+            last_message_at=stamps[-1],
+            first_message_at=stamps[0] if self.first_message_at is None else self.first_message_at,
             last_activity=activity,
-            renewal_count=self.renewal_count + (1 if renews and self.timeout.auto_renew else 0),
+            renewal_count=self.renewal_count + (renewals if self.timeout.auto_renew else 0),
             expires_at=self._expiry(activity, self.renewed_at),
+            pending=(*self.pending, (self.message_count, count, now)),
         )
+
+    def stamps_after(self, now: float, count: int) -> list[float]:
+        """The ``created_at`` of the next *count* messages at *now*: distinct whole milliseconds."""
+        # After the session's own creation too, so a poller can start from it.
+        millis = max(math.floor(now * 1000.0), math.floor(self.created_at * 1000.0) + 1)
+        if self.last_message_at is not None:
+            millis = max(millis, math.floor(self.last_message_at * 1000.0) + 1)
+        return [(millis + i) / 1000.0 for i in range(count)]
+
+    def committed(self, first: int) -> SessionRecord:
+        """The pending range starting at *first* is written: readers may see it."""
+        return dataclasses.replace(
+            self, pending=tuple(entry for entry in self.pending if entry[0] != first)
+        )
+
+    def given_up(self, first: int, tombstones: int) -> SessionRecord:
+        """The pending range at *first* was given up; *tombstones* of its seqs are holes."""
+        if all(entry[0] != first for entry in self.pending):
+            return self
+        return dataclasses.replace(self.committed(first), holes=self.holes + tombstones)
 
     def renewed(self, now: float) -> SessionRecord:
         """A manual renewal at *now*: the timeout counts from now (up to the max duration)."""
@@ -243,7 +293,7 @@ class SessionRecord:
             expires_at=self.expires_at,
             timeout_config=self.timeout.to_config(),
             renewal_count=self.renewal_count,
-            message_count=self.message_count,
+            message_count=self.visible_count,
             last_message_at=self.last_message_at,
             clock=clock,
         )
@@ -268,6 +318,8 @@ class SessionRecord:
             "state": self.state,
             "expires_at": self.expires_at,
             "id": self.id,
+            "pending": [list(entry) for entry in self.pending],
+            "holes": self.holes,
         }
 
     @classmethod
@@ -335,6 +387,26 @@ def _check_fields(data: Mapping[str, Any], schema: _Schema, record: Mapping[str,
         )
 
 
+def _decode_v2(data: Mapping[str, Any]) -> SessionRecord:
+    record = _decode_v1(data)
+    pending, holes = data.get("pending"), data.get("holes")
+    entries: list[Pending] = []
+    if type(pending) is list and type(holes) is int:
+        for entry in pending:
+            if type(entry) is not list or len(entry) != 3:
+                break
+            first, count, at = entry
+            if type(first) is not int or type(count) is not int or type(at) not in _NUMBER:
+                break
+            entries.append((first, count, at))
+        else:
+            return dataclasses.replace(record, pending=tuple(entries), holes=holes)
+    raise SessionRecordError(
+        f"session record {data.get('id')!r}: fields 'pending'/'holes' are malformed;"
+        " is another program writing to the sessions store?"
+    )
+
+
 def _decode_v1(data: Mapping[str, Any]) -> SessionRecord:
     _check_fields(data, _V1, data)
     timeout = data["timeout"]
@@ -368,4 +440,7 @@ def _decode_v1(data: Mapping[str, Any]) -> SessionRecord:
     )
 
 
-_DECODERS: Final[dict[int, Callable[[Mapping[str, Any]], SessionRecord]]] = {1: _decode_v1}
+_DECODERS: Final[dict[int, Callable[[Mapping[str, Any]], SessionRecord]]] = {
+    1: _decode_v1,
+    2: _decode_v2,
+}

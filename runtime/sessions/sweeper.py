@@ -1,20 +1,32 @@
 """Removing expired sessions: the expiry bucket index and the sweep over it.
 
-Every session is indexed under the ``e:{bucket}`` key of the
-:data:`~runtime.sessions.keys.BUCKET_SECONDS`-wide time bucket its expiry falls
-in. A sweep reads only the buckets that came due since the last sweep (the
-``c:sweep`` cursor). A session renewed since it was indexed is found there,
-still alive, and moved to the bucket of its new expiry; renewals themselves
-never touch the index. So a sweep costs what came due, not all sessions.
+Every session is indexed in the :data:`~runtime.sessions.keys.BUCKET_SECONDS`-wide
+time bucket its expiry falls in. A bucket is a head key ``x:{bucket}`` holding
+``{"n": chunks, "ids": [...]}`` with at most :data:`CHUNK` ids, and full chunks
+``x:{bucket}:{i}``: a create rewrites at most one chunk, so creates cost the
+same however many sessions share the bucket (the first release kept one list
+per bucket under ``e:{bucket}``, which is still read). A full head is first
+copied to its chunk, then emptied, so a crash in between loses no id.
+
+A sweep reads the buckets that came due since the last sweep (the ``c:sweep``
+cursor), and always those of the last ``lookback`` seconds by its own clock:
+a replica whose clock runs ahead moves the cursor, and may delete buckets its
+clock thinks are done, but sessions indexed there later are still found when
+the other replicas' clocks reach them. A session renewed since it was indexed
+is found there, still alive, and moved to the bucket of its new expiry;
+renewals themselves never touch the index. So a sweep costs what came due
+plus the lookback, not all sessions.
 
 Removing a session is claim, purge, report: an atomic ``update`` marks the
 record ``expired`` (exactly one replica wins it, and a renewal racing with the
-sweep is fenced: whichever lands first wins), then its messages, index entry
-and record are deleted, record last, and ``on_expired`` is called.
+sweep is fenced: whichever lands first wins), then its messages, their cached
+states, its index entry and record are deleted, record last, and
+``on_expired`` is called.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -39,6 +51,36 @@ __all__ = ["Skip", "Sweeper"]
 _MAX_BUCKET_WALK: Final = 4096
 _BUCKET_BATCH: Final = 256
 _DELETE_BATCH: Final = 512
+CHUNK: Final = 128
+"""Most session ids one index key holds."""
+_INDEX_PREFIX: Final = "x:"
+
+
+def _head_key(bucket: int) -> str:
+    return f"{_INDEX_PREFIX}{bucket}"
+
+
+def _chunk_key(bucket: int, chunk: int) -> str:
+    return f"{_INDEX_PREFIX}{bucket}:{chunk}"
+
+
+class _Full(Exception):
+    """The bucket's head holds CHUNK ids: copy them to a chunk first."""
+
+    def __init__(self, chunk: int, ids: list[str]) -> None:
+        super().__init__()
+        self.chunk = chunk
+        self.ids = ids
+
+
+def _head(value: Any) -> tuple[int, list[str]]:
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("n"), int)
+        and isinstance(value.get("ids"), list)
+    ):
+        return value["n"], [i for i in value["ids"] if isinstance(i, str)]
+    return 0, []
 
 
 class Skip(Exception):
@@ -69,6 +111,9 @@ class Sweeper:
         store: the sessions store.
         grace_seconds: how long keys outlive the expiry they are indexed for.
         report: awaited once per session this sweeper removed.
+        lookback: seconds of past buckets every sweep reads again (see the module docs).
+        state_store: the state cache's store, whose entries (by message id)
+            are removed with the messages; None for none.
     """
 
     def __init__(
@@ -77,10 +122,14 @@ class Sweeper:
         *,
         grace_seconds: float,
         report: Callable[[SessionRecord], Awaitable[None]],
+        lookback: float = 0.0,
+        state_store: KVStore | None = None,
     ) -> None:
         self._store = store
         self._grace = grace_seconds
         self._report = report
+        self._lookback = math.ceil(lookback / BUCKET_SECONDS) + 2
+        self._state_store = state_store
 
     async def sweep(self, now: float) -> int:
         """Remove the sessions expired at *now*; returns how many this call removed."""
@@ -91,8 +140,8 @@ class Sweeper:
         cursor = await self._store.get(CURSOR_KEY)
         buckets: Iterable[int]
         walkable = isinstance(cursor, int) and not isinstance(cursor, bool)
-        if walkable and current - cursor <= _MAX_BUCKET_WALK:
-            buckets = range(cursor + 1, current + 1)
+        if walkable and current - min(cursor, current - self._lookback) <= _MAX_BUCKET_WALK:
+            buckets = range(min(cursor + 1, current - self._lookback), current + 1)
         else:
             buckets = await self._existing_buckets(current)
         removed = 0
@@ -113,12 +162,28 @@ class Sweeper:
     async def index(self, sid: str, expires_at: float, now: float) -> None:
         """Add *sid* to the bucket of *expires_at*."""
         bucket = bucket_of(expires_at)
-        await self._store.update(
-            bucket_key(bucket),
-            lambda ids: ids if sid in ids else [*ids, sid],
-            default=[],
-            ttl=self._bucket_ttl(bucket, now),
-        )
+        ttl = self._bucket_ttl(bucket, now)
+        copied: _Full | None = None
+
+        def add(value: Any) -> dict[str, Any]:
+            chunk, ids = _head(value)
+            if copied is not None and copied.chunk == chunk:
+                done = set(copied.ids)
+                chunk, ids = chunk + 1, [i for i in ids if i not in done]
+            if sid in ids:
+                return {"n": chunk, "ids": ids}
+            if len(ids) >= CHUNK:
+                raise _Full(chunk, ids)
+            return {"n": chunk, "ids": [*ids, sid]}
+
+        while True:
+            try:
+                await self._store.update(_head_key(bucket), add, ttl=ttl)
+                return
+            except _Full as full:
+                # The chunk is written before the head forgets its ids.
+                await self._store.set(_chunk_key(bucket, full.chunk), full.ids, ttl=ttl)
+                copied = full
 
     async def purge(self, sid: str, record: SessionRecord) -> None:
         """Delete session *sid*'s messages, index entry and record (the record last).
@@ -128,27 +193,48 @@ class Sweeper:
         """
         count = record.message_count
         for start in range(0, count, _DELETE_BATCH):
-            stop = min(start + _DELETE_BATCH, count)
-            await self._store.delete_many(message_key(sid, s) for s in range(start, stop))
+            keys = [message_key(sid, s) for s in range(start, min(start + _DELETE_BATCH, count))]
+            if self._state_store is not None:
+                found = await self._store.get_many(keys)
+                ids = [m["id"] for m in found.values() if isinstance(m, dict) and "id" in m]
+                if ids:
+                    await self._state_store.delete_many(ids)
+            await self._store.delete_many(keys)
         await self._store.delete(agent_prefix(record.agent_id) + sid)
         await self._store.delete(session_key(sid))
 
     async def _existing_buckets(self, current: int) -> list[int]:
         found: set[int] = set()
-        async for key, _ in self._store.entries(BUCKET_PREFIX):
-            suffix = key[len(BUCKET_PREFIX) :]
-            if suffix.lstrip("-").isdigit() and int(suffix) <= current:
-                found.add(int(suffix))
+        for prefix in (BUCKET_PREFIX, _INDEX_PREFIX):
+            async for key, _ in self._store.entries(prefix):
+                number = key[len(prefix) :].split(":")[0]
+                if number.lstrip("-").isdigit() and int(number) <= current:
+                    found.add(int(number))
         return sorted(found)
 
     async def _sweep_buckets(self, buckets: list[int], now: float, settled: int) -> int:
-        found = await self._store.get_many(bucket_key(b) for b in buckets)
+        keys = [bucket_key(b) for b in buckets] + [_head_key(b) for b in buckets]
+        found = await self._store.get_many(keys)
+        chunks = [
+            _chunk_key(b, i) for b in buckets for i in range(_head(found.get(_head_key(b)))[0])
+        ]
+        if chunks:
+            found |= await self._store.get_many(chunks)
         removed = 0
         for bucket in buckets:
-            ids = found.get(bucket_key(bucket))
-            if isinstance(ids, list) and ids:
+            ids: list[Any] = []
+            legacy = found.get(bucket_key(bucket))
+            if isinstance(legacy, list):
+                ids.extend(legacy)
+            chunk_count, head = _head(found.get(_head_key(bucket)))
+            for i in range(chunk_count):
+                part = found.get(_chunk_key(bucket, i))
+                if isinstance(part, list):
+                    ids.extend(part)
+            ids.extend(head)
+            if ids:
                 removed += await self._sweep_bucket(bucket, ids, now, settled)
-        done = [bucket_key(b) for b in buckets if b <= settled and bucket_key(b) in found]
+        done = [key for key in (*keys, *chunks) if key in found and _bucket_in(key) <= settled]
         if done:
             await self._store.delete_many(done)
         return removed
@@ -157,25 +243,16 @@ class Sweeper:
         unique = [sid for sid in dict.fromkeys(ids) if isinstance(sid, str)]
         records = await self._store.get_many(session_key(sid) for sid in unique)
         removed = 0
-        handled: set[str] = set()
         for sid in unique:
             record = decoded(records.get(session_key(sid)))
             if record is None:
-                handled.add(sid)  # ended, or removed by the store's TTL
-            elif record.expires_at <= now or record.state != "active":
+                continue  # ended, or removed by the store's TTL
+            if record.expires_at <= now or record.state != "active":
                 removed += await self._expire(sid, now)
-                handled.add(sid)
-            elif bucket_of(record.expires_at) != bucket:
+            elif bucket <= settled and bucket_of(record.expires_at) != bucket:
                 # Renewed since it was indexed: check again when the new expiry comes.
+                # (An unsettled bucket is read again by the next sweep anyway.)
                 await self.index(sid, record.expires_at, now)
-                handled.add(sid)
-        if bucket > settled and handled:
-            # This bucket stays (it is still filling); forget what was dealt with.
-            await self._store.update(
-                bucket_key(bucket),
-                lambda current: [i for i in current or [] if i not in handled],
-                ttl=self._bucket_ttl(bucket, now),
-            )
         return removed
 
     async def _expire(self, sid: str, now: float) -> int:
@@ -207,4 +284,14 @@ class Sweeper:
         return 1
 
     def _bucket_ttl(self, bucket: int, now: float) -> float:
-        return max((bucket + 1) * BUCKET_SECONDS - now, 0.0) + self._grace
+        # Long enough for every replica within the lookback to read it.
+        return (
+            max((bucket + 1) * BUCKET_SECONDS - now, 0.0)
+            + self._grace
+            + self._lookback * BUCKET_SECONDS
+        )
+
+
+def _bucket_in(key: str) -> int:
+    """The bucket number of an index key (``e:{b}``, ``x:{b}`` or ``x:{b}:{chunk}``)."""
+    return int(key.split(":")[1])

@@ -3,11 +3,11 @@
 :class:`RedisStoreBase` holds everything that is the same on one server and on
 a cluster: options and their checks, URLs, named stores on one connection,
 key layout, the retry policy, auto-pipelining, the single-key commands (redis-py
-routes those by slot on a cluster), ``update()`` as a compare-and-set with its
-conflict loop, and ``entries()``/``clear()`` over SCAN. A subclass brings its
-connection and the four primitives whose commands differ:
-:meth:`~RedisStoreBase._mget`, :meth:`~RedisStoreBase._remove`, ``_set_many``
-and :meth:`~RedisStoreBase._scan_names`.
+routes those by slot on a cluster), the conflict loop of ``update()``, and
+``entries()``/``clear()`` over SCAN. A subclass brings its connection and the
+five primitives whose commands differ: :meth:`~RedisStoreBase._mget`,
+:meth:`~RedisStoreBase._remove`, ``_set_many``,
+:meth:`~RedisStoreBase._try_update` and :meth:`~RedisStoreBase._scan_names`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Final, Generic, Self, TypeVar
 
 from ...base import DEFAULT_MAX_VALUE_BYTES, MISSING, BaseStore
 from ...codec import Codec, check_store_name
-from ...errors import ConfigError, KVStoreError
+from ...errors import ConfigError, UpdateConflictError
 from ...options import check_bool
 from ...redaction import scrub
 from .connection import Connection, PoolOptions
@@ -38,27 +38,37 @@ ConnectionT = TypeVar("ConnectionT", bound=Connection[Any])
 SCAN_COUNT: Final = 500
 """Keys asked of each SCAN (a hint to the server); each batch is then read with one MGET."""
 MAX_UPDATE_CONFLICTS: Final = 10_000
-"""Conflicting writes (a compare-and-set that failed) one
-``update()`` tolerates before giving up with :class:`KVStoreError`."""
+"""Conflicting writes (a WATCH, or on a cluster a compare-and-set, that failed) one
+``update()`` tolerates before giving up with :class:`~kvstore.UpdateConflictError`."""
 
-# update(): compare-and-set. It stores ARGV[3] (with PX ARGV[4] unless empty)
-# only if the key still holds what was read: ARGV[2] when ARGV[1] is "1", no
-# live value when it is "0". A value written and then restored meanwhile counts
-# as unchanged, which is still a correct read-modify-write.
-_CAS_SCRIPT: Final = """\
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if current ~= ARGV[2] then return 0 end
-elseif current then
-  return 0
+# The second round's primitives, each one atomic step on the key's own node
+# (one key per script, so they work unchanged on a cluster).
+# set(keep_ttl=True) with a TTL for a new key: ARGV[1] the value, ARGV[2] the PX.
+_SET_KEEP_TTL_SCRIPT: Final = """\
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 end
-if ARGV[4] == '' then
-  redis.call('SET', KEYS[1], ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-end
+return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+"""
+# persist(): PERSIST alone answers 0 for a live key without a TTL too.
+_PERSIST_SCRIPT: Final = """\
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('PERSIST', KEYS[1])
 return 1
 """
+# Lock acquire: SET NX PX, and "already ours" counts as acquired, so that a
+# request retried after its reply was lost does not wait out its own lock.
+_ACQUIRE_SCRIPT: Final = """\
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+# Lock release: compare-and-delete.
+_RELEASE_SCRIPT: Final = """\
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # A named store shares the root's pool, so these belong to the root alone.
 _CONNECTION_OPTIONS: Final = ("socket_timeout", "socket_connect_timeout", "max_connections")
 
@@ -277,33 +287,18 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
     async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         """Store every item, atomically where the backend allows."""
 
+    @abstractmethod
     async def _try_update(
-        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None
+        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None, keep_ttl: bool
     ) -> bool | Exception:
         """One optimistic read-modify-write: True if written, False on a conflict.
 
-        A GET, then a compare-and-set script (:data:`_CAS_SCRIPT`): two
-        commands that share the auto-pipeline with everyone else's. On one
-        server this replaced WATCH/MULTI/EXEC, which takes a dedicated pooled
-        connection and three round trips (docs/performance.md: 1.7x faster
-        sequentially, 4-8x with 64 concurrent updates). On a cluster,
-        redis-py's async pipeline does support WATCH, but runs every command of
-        a watched pipeline on a new thread and event loop and joins it from
-        ours, blocking the loop.
+        With *keep_ttl*, a key that exists keeps its TTL; *ttl* is for a new one.
 
         An exception from *transform* (the caller's fn, or encoding) is returned
         rather than raised, so that driver-error handling around the attempt
         can never mistake it for a connection error; :meth:`_update` raises it.
         """
-        stored = await self._command("GET", rkey)
-        try:
-            new = transform(MISSING if stored is None else stored)
-        except Exception as err:
-            return err
-        expiry = b"" if ttl is None else str(millis(ttl)).encode()
-        expected = (b"0", b"") if stored is None else (b"1", stored)
-        swapped = await self._command("EVAL", _CAS_SCRIPT, 1, rkey, *expected, new, expiry)
-        return bool(swapped)
 
     @abstractmethod
     def _scan_names(
@@ -335,9 +330,19 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
         return bool(await self._command("SET", self._key(key), stored, "NX", *px(ttl)))
 
     async def _update(self, key: str, transform: Callable[[Any], Any], ttl: float | None) -> None:
+        await self._update_until_written(key, transform, ttl, keep_ttl=False)
+
+    async def _update_keep_ttl(
+        self, key: str, transform: Callable[[Any], Any], ttl: float | None
+    ) -> None:
+        await self._update_until_written(key, transform, ttl, keep_ttl=True)
+
+    async def _update_until_written(
+        self, key: str, transform: Callable[[Any], Any], ttl: float | None, *, keep_ttl: bool
+    ) -> None:
         rkey = self._key(key)
         for conflicts in range(MAX_UPDATE_CONFLICTS):
-            outcome = await self._try_update(rkey, transform, ttl)
+            outcome = await self._try_update(rkey, transform, ttl, keep_ttl)
             if outcome is True:
                 return
             if isinstance(outcome, BaseException):
@@ -346,9 +351,9 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
             # retries at once at first; after a few conflicts, a random pause
             # spreads the contenders out.
             await asyncio.sleep(random.uniform(0, min(0.0001 * 2 ** min(conflicts, 8), 0.02)))
-        raise KVStoreError(
+        raise UpdateConflictError(
             f"update({key!r}) gave up after {MAX_UPDATE_CONFLICTS} conflicting writes by"
-            " other clients"
+            " other clients; nothing was stored"
         )
 
     async def _ttl(self, key: str) -> float | None:
@@ -358,6 +363,24 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
 
     async def _expire(self, key: str, ttl: float) -> bool:
         return bool(await self._command("PEXPIRE", self._key(key), millis(ttl)))
+
+    async def _set_keep_ttl(self, key: str, stored: Any, ttl: float | None) -> None:
+        if ttl is None:
+            await self._command("SET", self._key(key), stored, "KEEPTTL")
+        else:
+            await self._command(
+                "EVAL", _SET_KEEP_TTL_SCRIPT, 1, self._key(key), stored, millis(ttl)
+            )
+
+    async def _persist(self, key: str) -> bool:
+        return bool(await self._command("EVAL", _PERSIST_SCRIPT, 1, self._key(key)))
+
+    async def _acquire_lock(self, key: str, token: Any, ttl: float) -> bool:
+        rkey = self._key(key)
+        return bool(await self._command("EVAL", _ACQUIRE_SCRIPT, 1, rkey, token, millis(ttl)))
+
+    async def _release_lock(self, key: str, token: Any, ttl: float) -> bool:
+        return bool(await self._command("EVAL", _RELEASE_SCRIPT, 1, self._key(key), token))
 
     async def _entries(self, prefix: str) -> AsyncGenerator[tuple[str, Any], None]:
         pattern = glob_escape(self._key(prefix)) + b"*"

@@ -22,6 +22,7 @@ __all__ = [
     "Fault",
     "as_driver_error",
     "classify",
+    "lost_while_watching",
     "store_error",
 ]
 
@@ -49,6 +50,9 @@ _TRANSIENT: Final = (
     redis.exceptions.TryAgainError,
     redis.exceptions.RedisClusterException,
 )
+# A server that is up but will not take writes: over its maxmemory under
+# noeviction (OOM), or a replica (READONLY). Retrying at once cannot help.
+_REFUSING_WRITES: Final = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 # Cluster transaction errors (redis-py >= 6 only): bugs, not outages.
 _BUGS: Final[tuple[type[Exception], ...]] = tuple(
     getattr(redis.exceptions, name)
@@ -63,18 +67,33 @@ class Fault(enum.Enum):
     TRANSIENT = enum.auto()
     """Not reached, no answer in time, or a cluster in flux: retry, then unavailable."""
     REFUSED = enum.auto()
-    """Reachable but refusing us (credentials): unavailable at once, retrying cannot help."""
+    """Reachable but refusing us (credentials, OOM, a read-only replica): unavailable at once."""
     FAILED = enum.auto()
     """The command itself failed (``WRONGTYPE``, a bug): a :class:`KVStoreError` at once."""
 
 
 def classify(err: BaseException) -> Fault:
     """The :class:`Fault` a driver error stands for."""
-    if isinstance(err, redis.exceptions.AuthenticationError):
+    if isinstance(err, (redis.exceptions.AuthenticationError, *_REFUSING_WRITES)):
         return Fault.REFUSED
     if isinstance(err, _TRANSIENT) and not isinstance(err, _BUGS):
         return Fault.TRANSIENT
+    if lost_while_watching(err):
+        return Fault.TRANSIENT
     return Fault.FAILED
+
+
+def lost_while_watching(err: BaseException) -> bool:
+    """True for the ``WatchError`` redis-py raises when a WATCHing connection broke.
+
+    redis-py reports a write conflict ("Watched variable changed.") and a
+    connection lost while a key was watched ("A ConnectionError occurred while
+    watching one or more keys") with the same class; the second is raised
+    while handling the connection error, which is its ``__context__``.
+    """
+    if not isinstance(err, redis.exceptions.WatchError):
+        return False
+    return isinstance(err.__context__, UNREACHABLE) or "occurred while watching" in str(err)
 
 
 def store_error(
@@ -86,6 +105,8 @@ def store_error(
     transaction, *attempts* how many times it was sent.
     """
     if fault is Fault.REFUSED:
+        if isinstance(err, _REFUSING_WRITES):
+            return BackendUnavailableError(f"Redis at {location} refused the write ({what}): {err}")
         return BackendUnavailableError(f"Redis at {location} refused the credentials: {err}")
     if fault is Fault.FAILED:
         return KVStoreError(f"Redis {what} failed: {err}")
