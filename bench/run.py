@@ -42,7 +42,13 @@ __all__ = ["main"]
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 FAMILIES: Final[tuple[Family, ...]] = ("memory", "redis", "sqlite")
-EXTRAS: Final = ("metrics_overhead", "sessions_bench", "sessions_load")
+EXTRAS: Final = (
+    "metrics_overhead",
+    "sessions_bench",
+    "sessions_load",
+    "redis_overheads",
+    "memory_costs",
+)
 PARTS: Final = ("redis-benchmark", "profile", *EXTRAS)
 REDIS_PARTS: Final = frozenset({"redis-benchmark", "sessions_bench", "sessions_load"})
 """Parts that also measure Redis: selected alone, they still get the private server."""

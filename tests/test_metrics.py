@@ -633,3 +633,36 @@ class TestTimedMetricsContract(KVStoreContract):
             return _TimedService(clock, default_ttl)
 
         return ContractBackend(open_service, advance=clock.advance, ttl_unit=10.0)
+
+
+class UpperCaseStore(MemoryStore):
+    """A MemoryStore subclass with its own get and set: MetricsStore must call those."""
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        value = await super().get(key, default)
+        return value.upper() if isinstance(value, str) else value
+
+    async def set(
+        self, key: str, value: Any, *, ttl: float | None = None, keep_ttl: bool = False
+    ) -> None:
+        changed = value + "!" if isinstance(value, str) else value
+        await super().set(key, changed, ttl=ttl, keep_ttl=keep_ttl)
+
+
+async def test_memory_fast_path_counts_like_the_awaited_one() -> None:
+    plain = MetricsStore(MemoryStore(), sample_every=1)
+    await plain.set("a", {"n": 1})
+    assert await plain.get("a") == {"n": 1}
+    assert await plain.get("b", "dflt") == "dflt"
+    with pytest.raises(InvalidKeyError):
+        await plain.get("")
+    metrics = plain.get_metrics()
+    assert (metrics.hits, metrics.misses, metrics.sets) == (1, 1, 1)
+    assert metrics.ops["get"].errors == 1 and metrics.ops["get"].samples == 3
+
+
+async def test_a_subclass_overriding_get_and_set_is_called() -> None:
+    store = MetricsStore(UpperCaseStore())
+    await store.set("k", "value")
+    assert await store.get("k") == "VALUE!"
+    assert store.get_metrics().hits == 1

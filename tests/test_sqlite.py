@@ -291,7 +291,7 @@ async def test_expired_rows_are_reclaimed_by_writes(store: SQLiteStore, clock: M
     await store.set_many({f"short{i}": i for i in range(50)}, ttl=10)
     assert count_rows(path) == 51
     clock.advance_by(20)
-    assert count_rows(path) == 51  # invisible at once, but reclaiming waits for a write
+    assert count_rows(path) == 51  # invisible at once, reclaimed by the next batch
     assert [k async for k, _ in store.entries()] == ["forever"]
     await store.set("trigger", 2)
     assert count_rows(path) == 2
@@ -544,3 +544,101 @@ def test_unclosed_store_does_not_keep_the_interpreter_alive(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
     assert count_rows(tmp_path / "kv.db") == 1
+
+
+# -- reads on their own connection, idle reclaim --------------------------------
+
+_HOLD_LOCK = textwrap.dedent(
+    """
+    import sqlite3, sys
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    conn.execute("ROLLBACK")
+    """
+)
+
+
+async def test_a_read_does_not_wait_behind_a_batch_blocked_by_another_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kv.db"
+    async with SQLiteStore(path, busy_timeout=20) as store:
+        await store.set("k", "committed")
+        holder = await anyio.to_thread.run_sync(
+            lambda: subprocess.Popen(
+                [sys.executable, "-c", _HOLD_LOCK, str(path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+        try:
+            assert holder.stdout is not None and holder.stdin is not None
+            assert await anyio.to_thread.run_sync(holder.stdout.readline) == "locked\n"
+            writer = asyncio.ensure_future(store.set("k", "new"))
+            committer = store._engine._committer
+            # Until its BEGIN waits (the store signals only the end of a batch).
+            while committer.outside_transaction.is_set():  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            # Far below busy_timeout: the read must not queue behind the BEGIN.
+            with anyio.fail_after(10):
+                assert await store.get("k") == "committed"
+            assert not writer.done()
+        finally:
+            if holder.stdin is not None:
+                holder.stdin.write("\n")
+                holder.stdin.close()
+            if holder.stdout is not None:
+                holder.stdout.close()
+            await anyio.to_thread.run_sync(holder.wait)
+        await writer
+        assert await store.get("k") == "new"
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+async def test_a_read_never_sees_a_batch_that_did_not_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    location = str(tmp_path / "kv.db") if where == "file" else ":memory:"
+    async with SQLiteStore(location) as store:
+        await store.set("k", "old")
+        conn = await store._engine.connection()
+        execute = conn.execute
+        readers: list[asyncio.Future[Any]] = []
+
+        async def failing_commit(sql: str, *args: Any) -> Any:
+            if sql == "COMMIT":
+                # A read issued while the batch is written but not committed...
+                readers.append(asyncio.ensure_future(store.get("k")))
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+            return await execute(sql, *args)
+
+        monkeypatch.setattr(conn, "execute", failing_commit)
+        with pytest.raises(BackendUnavailableError, match="injected"):
+            await store.set("k", "uncommitted")
+        monkeypatch.undo()
+        # ...sees the committed value, as does every read after the rollback.
+        assert await readers[0] == "old"
+        assert await store.get("k") == "old"
+
+
+async def test_expired_rows_are_reclaimed_by_reads_when_nothing_writes(
+    store: SQLiteStore, clock: ManualClock
+) -> None:
+    path = Path(store.path)
+    limit = sqlite_backend.RECLAIM_LIMIT
+    await store.set("forever", 1)
+    await store.set_many({f"e{i}": i for i in range(limit + 10)}, ttl=10)
+    clock.advance_by(20)
+    committer = store._engine._committer
+    assert await store.get("forever") == 1  # due: queues one bounded reclaim
+    await committer.wait_idle()
+    assert count_rows(path) == 10 + 1
+    assert await store.get("e1") is None  # a backlog: the next read continues
+    await committer.wait_idle()
+    assert count_rows(path) == 1
+    assert committer._drainer is None  # no task left behind

@@ -6,9 +6,22 @@ without scanning the table. Expiry times are absolute wall-clock seconds, which
 is what lets several processes agree on them.
 
 aiosqlite runs every statement on one worker thread per connection, so each
-``await`` is a thread hop. Reads go straight to that connection; writes go
-through :class:`_GroupCommitter`, which commits the writes of all concurrent
-tasks in one transaction.
+``await`` is a thread hop. Writes go through :class:`_GroupCommitter`, which
+commits the writes of all concurrent tasks in one transaction on the writer
+connection. Reads use a connection of their own (read-only, autocommit): each
+read sees only committed rows, and never queues behind a batch that waits for
+another process's lock (WAL readers do not wait for writers).
+
+``:memory:`` is the exception: a private in-memory database exists for one
+connection only (a shared-cache URI would share it, but shared cache locks
+tables, so readers would wait for the writer anyway). There reads use the
+writer connection and wait until no batch transaction is open, so they still
+never see an uncommitted batch; no other process can hold its lock.
+
+Expired rows are deleted in bounded batches (:data:`RECLAIM_LIMIT`) by write
+transactions; when nothing writes, a read that finds a reclaim due queues an
+empty write for it. That write runs on the committer's drain task, which ends
+as soon as the queue is empty: no task outlives the calls.
 """
 
 from __future__ import annotations
@@ -471,6 +484,25 @@ class _GroupCommitter:
         self._queue: deque[_Write] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._next_reclaim = -math.inf
+        self.outside_transaction = asyncio.Event()
+        """Set while no batch transaction is open on the writer connection."""
+        self.outside_transaction.set()
+
+    def reclaim_if_due(self, now: float) -> None:
+        """Queue an empty write, which reclaims expired rows, if a reclaim is due.
+
+        For readers: without writes nothing else would reclaim. Nothing waits
+        for it; its failure (the file locked by another process, say) only
+        postpones the reclaim to the next due read or write.
+        """
+        if now < self._next_reclaim or self._drainer is not None:
+            return  # not due, or a batch is coming that reclaims when due
+        loop = asyncio.get_running_loop()
+        write = _Write(loop.create_future(), upserts=[])
+        # Retrieve the outcome, so a failure is not reported as never retrieved.
+        write.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append(write)
+        self._drainer = loop.create_task(self._drain())
 
     async def submit(
         self,
@@ -512,6 +544,13 @@ class _GroupCommitter:
             self._drainer = None
 
     async def _commit(self, batch: list[_Write]) -> None:
+        self.outside_transaction.clear()
+        try:
+            await self._commit_batch(batch)
+        finally:
+            self.outside_transaction.set()
+
+    async def _commit_batch(self, batch: list[_Write]) -> None:
         engine = self._engine
         try:
             conn = await engine.connection()
@@ -601,6 +640,7 @@ class _Engine:
         self.clock = clock
         self._busy_timeout = busy_timeout
         self._conn: aiosqlite.Connection | None = None
+        self._read_conn: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
         self._closing = False  # no new reads or writes
         self._closed = False  # the connection is gone for good
@@ -618,7 +658,7 @@ class _Engine:
                 conn = self._conn
         return conn
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self, *, reader: bool = False) -> aiosqlite.Connection:
         conn = aiosqlite.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         thread = _worker_thread(conn)
         if thread is not None:
@@ -636,7 +676,11 @@ class _Engine:
                 thread.join(timeout=5.0)
             raise BackendUnavailableError(_open_failure(self.path, err)) from err
         try:
-            await self._set_up(conn)
+            if reader:
+                # The writer made the file WAL and created the schema already.
+                await conn.execute("PRAGMA query_only = ON")
+            else:
+                await self._set_up(conn)
         except sqlite3.Error as err:
             try:
                 await conn.close()
@@ -672,7 +716,7 @@ class _Engine:
             pause = min(pause * 2, 0.1)
 
     async def read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        """Run a query outside the write queue and return all its rows."""
+        """Run a query on the reader connection and return all its rows."""
         conn = await self._reader()
         with self._translated("read"):
             return list(await conn.execute_fetchall(sql, params))
@@ -684,9 +728,29 @@ class _Engine:
             return await _read_live(conn, wanted, self.clock())
 
     async def _reader(self) -> aiosqlite.Connection:
+        """The connection for the next read, which must be sent without awaiting anything else.
+
+        (aiosqlite queues a statement as soon as it is awaited, so nothing can
+        slip in between the check below and the read.)
+        """
         if self._closing:
             raise StoreClosedError(f"SQLiteStore {self.path!r} is closed")
-        return await self.connection()
+        committer = self._committer
+        committer.reclaim_if_due(self.clock())
+        conn = self._read_conn
+        if conn is not None:
+            return conn
+        writer = await self.connection()
+        if self.path == MEMORY:
+            while not committer.outside_transaction.is_set():
+                await committer.outside_transaction.wait()
+            return writer
+        async with self._opening:
+            if self._closed:
+                raise StoreClosedError(f"SQLiteStore {self.path!r} is closed")
+            if self._read_conn is None:
+                self._read_conn = await self._connect(reader=True)
+            return self._read_conn
 
     async def write(
         self,
@@ -733,9 +797,11 @@ class _Engine:
         async with self._opening:
             self._closed = True
             conn, self._conn = self._conn, None
-        if conn is not None:
-            with self._translated("close"):
-                await conn.close()
+            reader, self._read_conn = self._read_conn, None
+        for each in (reader, conn):
+            if each is not None:
+                with self._translated("close"):
+                    await each.close()
 
 
 def _worker_thread(conn: aiosqlite.Connection) -> threading.Thread | None:
