@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck pytest bench bench-quick clean
+.PHONY: demo test lint typecheck pytest pytest-integrations typecheck-integrations bench bench-quick clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,24 @@ PYTEST_WORKERS ?= 2
 pytest: $(VENV)/.dev
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --cov --cov-report=term $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The LangGraph/LangChain suites (tests_integrations/, its own pytest.ini) in a
+# venv of their own: langchain-tests brings pytest plugins the main suite must not load.
+VENV_INTEGRATIONS ?= .venv-integrations
+PYI := $(VENV_INTEGRATIONS)/bin/python
+
+$(VENV_INTEGRATIONS)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_INTEGRATIONS)
+	$(PYI) -m pip --disable-pip-version-check -q install -e '.[integration-tests]'
+	touch $@
+
+typecheck-integrations: $(VENV_INTEGRATIONS)/.installed
+	$(PYI) -m mypy --config-file tests_integrations/mypy.ini
+
+pytest-integrations: typecheck-integrations
+	$(PYI) -m pytest -c tests_integrations/pytest.ini tests_integrations -n $(PYTEST_WORKERS) \
+		--cov --cov-config=tests_integrations/coveragerc --cov-report=term $(PYTEST_ARGS)
+
+test: lint typecheck pytest pytest-integrations
 
 $(VENV)/.bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,4 +63,4 @@ bench-quick: $(VENV)/.bench
 	$(PY) -m bench --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(VENV_INTEGRATIONS) .pytest_cache .mypy_cache .ruff_cache .coverage

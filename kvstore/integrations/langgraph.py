@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import builtins
 import random
+import re
 from bisect import bisect_left
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import aclosing
@@ -70,6 +71,8 @@ __all__ = ["KVCheckpointSaver"]
 DEFAULT_NAMESPACE: Final = "langgraph"
 _CHUNK: Final = 256  # keys per get_many / delete_many
 _EMPTY: Final = "empty"  # the type of a blob for a channel that has no value at that version
+
+_UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]*")
 
 _Typed = list[str]  # [type, base64 bytes]
 _Location = tuple[str, str, str]  # (thread_id, checkpoint_ns, checkpoint_id)
@@ -239,7 +242,10 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         }
         await self.store.set_many(items, ttl=self.ttl)
 
-        async with anyio.create_task_group() as group:
+        if not stale and not isinstance(run_id, str):
+            await self._index(thread_id, ns, [checkpoint_id])
+            return _config(where)
+        async with anyio.create_task_group() as group:  # independent keys: in flight together
             group.start_soon(self._index, thread_id, ns, [checkpoint_id])
             if isinstance(run_id, str):
                 group.start_soon(self._index_run, run_id, [where])
@@ -292,9 +298,11 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
             return named[0] if named else None
         record = await self.store.get(self._thread_key(thread_id))
         ids = _ids(record, ns)
-        # The newest first; under a TTL the oldest may be gone before the index is.
-        for end in range(len(ids), 0, -_CHUNK):
-            batch = ids[max(0, end - _CHUNK) : end][::-1]
+        # The newest first; under a TTL older ones may be gone before the index is.
+        end, size = len(ids), 1
+        while end > 0:
+            start = max(0, end - size)
+            batch, end, size = ids[start:end][::-1], start, min(size * 8, _CHUNK)
             for newest in await self._load_tuples(thread_id, ns, batch, limit=1):
                 return newest
         return None
@@ -331,9 +339,14 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
                         ids = [only_id] if only_id in ids else []
                     if before_id is not None:
                         ids = ids[: bisect_left(ids, before_id)]
-                    end = len(ids)
+                    # Read no more than the page needs: with a filter, batches grow
+                    # from 16 as checkpoints fail to match.
+                    end, grow = len(ids), 16
                     while end > 0:
-                        size = _CHUNK if filter or remaining is None else min(remaining, _CHUNK)
+                        if filter:
+                            size, grow = grow, min(grow * 4, _CHUNK)
+                        else:
+                            size = _CHUNK if remaining is None else min(remaining, _CHUNK)
                         start = max(0, end - size)
                         batch, end = ids[start:end][::-1], start
                         for found in await self._load_tuples(
@@ -482,7 +495,12 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
 
         def insert(record: dict[str, Any]) -> dict[str, Any]:
             namespaces = dict(record.get("ns", {}))
-            namespaces[ns] = sorted(set(namespaces.get(ns, [])).union(new))
+            ids: builtins.list[str] = namespaces.get(ns, [])
+            if len(new) == 1 and (not ids or new[0] > ids[-1]):
+                ids.append(new[0])  # the usual put: ids grow with time
+            else:
+                ids = sorted(set(ids).union(new))
+            namespaces[ns] = ids
             return {**record, "ns": namespaces}
 
         await self.store.update(self._thread_key(thread_id), insert, default={}, ttl=self.ttl)
@@ -684,7 +702,8 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
 
 
 def _part(text: str) -> str:
-    return quote(text, safe="")
+    # quote() leaves these characters alone too: skip it for the usual ids.
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
 
 
 def _parts(where: _Location) -> str:
