@@ -3,7 +3,8 @@
 Each spec function of the package (its ``ALL_*_TESTS`` lists) is one pytest
 test here, so a failure names the capability, the spec and the backend; and
 the package's own runner, ``validate()``, must report every capability
-detected and passed.
+detected and passed. The specs run twice per backend: with the default
+index page size and with pages of one id, so paging is exercised too.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ CASES = [
 ]
 
 
-@pytest.fixture
-async def saver(store_url: str) -> AsyncIterator[KVCheckpointSaver]:
-    async with KVCheckpointSaver.from_url(store_url) as saver:
+@pytest.fixture(params=[128, 1], ids=["index", "paged-index"])
+async def saver(store_url: str, request: pytest.FixtureRequest) -> AsyncIterator[KVCheckpointSaver]:
+    """A saver per backend, with the default index page size and with pages of one id
+    (so every thread of more than two checkpoints already reads pages)."""
+    async with KVCheckpointSaver.from_url(store_url, index_page_size=request.param) as saver:
         yield saver
 
 

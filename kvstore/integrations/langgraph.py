@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import base64
 import builtins
+import heapq
 import random
 import re
+import secrets
 from bisect import bisect_left
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import aclosing
@@ -62,6 +64,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from ..codec import check_ttl
+from ..options import check_int
 from ..protocol import KVStore
 from ..service import open_store
 from .portal import StorePortal
@@ -69,6 +72,7 @@ from .portal import StorePortal
 __all__ = ["KVCheckpointSaver"]
 
 DEFAULT_NAMESPACE: Final = "langgraph"
+DEFAULT_PAGE_SIZE: Final = 128
 _CHUNK: Final = 256  # keys per get_many / delete_many
 _EMPTY: Final = "empty"  # the type of a blob for a channel that has no value at that version
 
@@ -95,6 +99,9 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         namespace: prefix of every key (``"{namespace}:…"``), so one store can
             hold other data too; ``""`` for none.
         owns_store: close *store* in :meth:`aclose` / :meth:`close`.
+        index_page_size: ids per page of a namespace's checkpoint index (see
+            ``docs/integrations.md``); the thread record keeps at most twice
+            that many, so a put rewrites a bounded record.
 
     The async methods run on the caller's event loop; the sync ones (``put``,
     ``get_tuple``, ``list``, …) on a private loop thread the saver starts on
@@ -110,6 +117,7 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         ttl: float | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         owns_store: bool = False,
+        index_page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
         if not isinstance(store, KVStore):
             raise TypeError(f"KVCheckpointSaver needs a KVStore, not {type(store).__name__}")
@@ -123,6 +131,7 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         self._owns_store = bool(owns_store)
         # With any expiry, a put renews what its checkpoint needs (see ttl above).
         self._renew = self.ttl is not None or getattr(store, "default_ttl", None) is not None
+        self._page_size = check_int("index_page_size", index_page_size, minimum=1)
         self._portal = StorePortal()
 
     @classmethod
@@ -183,6 +192,9 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
 
     def _blob_key(self, thread_id: str, ns: str, channel: str, version: object) -> str:
         return f"{self._prefix}b/{_part(thread_id)}/{_part(ns)}/{_part(channel)}/{version}"
+
+    def _page_key(self, thread_id: str, ns: str, page: str) -> str:
+        return f"{self._prefix}x/{_part(thread_id)}/{_part(ns)}/{page}"
 
     def _run_key(self, run_id: str) -> str:
         return f"{self._prefix}r/{_part(run_id)}"
@@ -297,14 +309,14 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
             named = await self._load_tuples(thread_id, ns, [checkpoint_id])
             return named[0] if named else None
         record = await self.store.get(self._thread_key(thread_id))
-        ids = _ids(record, ns)
+        entry = _entry(record, ns)
         # The newest first; under a TTL older ones may be gone before the index is.
-        end, size = len(ids), 1
-        while end > 0:
-            start = max(0, end - size)
-            batch, end, size = ids[start:end][::-1], start, min(size * 8, _CHUNK)
-            for newest in await self._load_tuples(thread_id, ns, batch, limit=1):
-                return newest
+        async with aclosing(self._newest_first(thread_id, ns, entry)) as ids:
+            size = 1
+            while batch := await _take(ids, size):
+                for newest in await self._load_tuples(thread_id, ns, batch, limit=1):
+                    return newest
+                size = min(size * 8, _CHUNK)
         return None
 
     async def alist(
@@ -332,31 +344,31 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         wanted_ns = config["configurable"].get("checkpoint_ns") if config else None
         async with aclosing(self._threads(config)) as threads:
             async for thread_id, record in threads:
-                for ns, ids in sorted(record.get("ns", {}).items()):
+                for ns, entry in sorted(record.get("ns", {}).items()):
                     if wanted_ns is not None and ns != wanted_ns:
                         continue
                     if only_id is not None:
-                        ids = [only_id] if only_id in ids else []
-                    if before_id is not None:
-                        ids = ids[: bisect_left(ids, before_id)]
-                    # Read no more than the page needs: with a filter, batches grow
-                    # from 16 as checkpoints fail to match.
-                    end, grow = len(ids), 16
-                    while end > 0:
-                        if filter:
-                            size, grow = grow, min(grow * 4, _CHUNK)
-                        else:
-                            size = _CHUNK if remaining is None else min(remaining, _CHUNK)
-                        start = max(0, end - size)
-                        batch, end = ids[start:end][::-1], start
-                        for found in await self._load_tuples(
-                            thread_id, ns, batch, filter=filter, limit=remaining
-                        ):
-                            yield found
-                            if remaining is not None:
-                                remaining -= 1
-                                if remaining == 0:
-                                    return
+                        # A checkpoint is indexed once its record is stored: read it.
+                        entry = {"ids": [only_id] if not before_id or only_id < before_id else []}
+                    async with aclosing(self._newest_first(thread_id, ns, entry, before_id)) as ids:
+                        # Read no more than the page needs: with a filter, batches grow
+                        # from 16 as checkpoints fail to match.
+                        grow = 16
+                        while True:
+                            if filter:
+                                size, grow = grow, min(grow * 4, _CHUNK)
+                            else:
+                                size = _CHUNK if remaining is None else min(remaining, _CHUNK)
+                            if not (batch := await _take(ids, size)):
+                                break
+                            for found in await self._load_tuples(
+                                thread_id, ns, batch, filter=filter, limit=remaining
+                            ):
+                                yield found
+                                if remaining is not None:
+                                    remaining -= 1
+                                    if remaining == 0:
+                                        return
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and channel value of *thread_id*."""
@@ -364,8 +376,10 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         record = await self.store.get(self._thread_key(thread_id))
         if not record:
             return
-        for ns, ids in record.get("ns", {}).items():
+        for ns, entry in record.get("ns", {}).items():
+            ids = await self._all_ids(thread_id, ns, entry)
             await self._drop(thread_id, ns, ids, everything=True)
+            await self._delete([self._page_key(thread_id, ns, page[2]) for page in _pages(entry)])
         await self.store.delete(self._thread_key(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -392,7 +406,8 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         record = await self.store.get(self._thread_key(source))
         if not record:
             return
-        for ns, ids in record.get("ns", {}).items():
+        for ns, entry in record.get("ns", {}).items():
+            ids = await self._all_ids(source, ns, entry)
             for start in range(0, len(ids), _CHUNK):
                 await self._copy(source, target, ns, ids[start : start + _CHUNK])
 
@@ -410,7 +425,8 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
                 await self.adelete_thread(thread_id)
                 continue
             record = await self.store.get(self._thread_key(str(thread_id)))
-            for ns, ids in (record or {}).get("ns", {}).items():
+            for ns, entry in (record or {}).get("ns", {}).items():
+                ids = await self._all_ids(str(thread_id), ns, entry)
                 if len(ids) > 1:
                     await self._drop(str(thread_id), ns, ids[:-1])
 
@@ -490,40 +506,128 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
     # -- internals ------------------------------------------------------------------------
 
     async def _index(self, thread_id: str, ns: str, ids: Iterable[str]) -> None:
-        """Add *ids* to the thread's sorted index of namespace *ns*, atomically."""
-        new = list(ids)
+        """Add *ids* to the thread's index of namespace *ns*, atomically.
+
+        The newest ids sit in the thread record (``ids``, sorted); when they
+        pass twice the page size, the oldest move to page keys of their own
+        (``pages``: ``[first id, last id, page]``), so a put rewrites a record
+        of bounded size however long the thread grows.
+        """
+        new = builtins.list(ids)
+        head: builtins.list[str] = []
 
         def insert(record: dict[str, Any]) -> dict[str, Any]:
+            nonlocal head
             namespaces = dict(record.get("ns", {}))
-            ids: builtins.list[str] = namespaces.get(ns, [])
-            if len(new) == 1 and (not ids or new[0] > ids[-1]):
-                ids.append(new[0])  # the usual put: ids grow with time
+            entry = dict(namespaces.get(ns, {}))
+            head = builtins.list(entry.get("ids", []))
+            if len(new) == 1 and (not head or new[0] > head[-1]):
+                head.append(new[0])  # the usual put: ids grow with time
             else:
-                ids = sorted(set(ids).union(new))
-            namespaces[ns] = ids
+                head = sorted(set(head).union(new))
+            namespaces[ns] = {**entry, "ids": head}
             return {**record, "ns": namespaces}
 
         await self.store.update(self._thread_key(thread_id), insert, default={}, ttl=self.ttl)
+        size = self._page_size
+        if len(head) > 2 * size:
+            for start in range(0, len(head) - size, size):
+                await self._spill(thread_id, ns, head[start : start + size])
+
+    async def _spill(self, thread_id: str, ns: str, ids: builtins.list[str]) -> None:
+        """Move *ids*, the oldest of the record's ids, to a page key of their own."""
+        page = secrets.token_hex(8)
+        key = self._page_key(thread_id, ns, page)
+        await self.store.set(key, ids, ttl=self.ttl)
+
+        def move(record: dict[str, Any] | None) -> dict[str, Any]:
+            if record is None:
+                raise _Unchanged  # the thread was deleted meanwhile
+            namespaces = dict(record.get("ns", {}))
+            entry = namespaces.get(ns, {})
+            head = entry.get("ids", [])
+            if not set(ids).issubset(head):
+                raise _Unchanged  # another writer moved them first
+            gone = set(ids)
+            namespaces[ns] = {
+                "ids": [i for i in head if i not in gone],
+                "pages": [*_pages(entry), [ids[0], ids[-1], page]],
+            }
+            return {**record, "ns": namespaces}
+
+        try:
+            await self.store.update(self._thread_key(thread_id), move, keep_ttl=True)
+        except _Unchanged:
+            await self.store.delete(key)
+
+    async def _all_ids(self, thread_id: str, ns: str, entry: dict[str, Any]) -> builtins.list[str]:
+        """Every id of the index *entry* of namespace *ns*, sorted."""
+        pages = await self._records([self._page_key(thread_id, ns, p[2]) for p in _pages(entry)])
+        return sorted(set(entry.get("ids", [])).union(*pages.values()))
+
+    async def _newest_first(
+        self, thread_id: str, ns: str, entry: dict[str, Any], before: str | None = None
+    ) -> AsyncGenerator[str, None]:
+        """The ids of the index *entry* older than *before*, newest first.
+
+        Pages are read only when the walk reaches them (a page whose last id is
+        newer than every id in hand may hold the next one).
+        """
+        pool: builtins.list[str] = sorted(entry.get("ids", []))
+        pending = sorted(_pages(entry), key=lambda page: str(page[1]), reverse=True)
+        if before is not None:
+            pool = pool[: bisect_left(pool, before)]
+            pending = [page for page in pending if page[0] < before]
+        last = None
+        while pool or pending:
+            while pending and (not pool or pending[0][1] >= pool[-1]):
+                page = pending.pop(0)
+                ids = sorted(await self.store.get(self._page_key(thread_id, ns, page[2]), []))
+                if before is not None:
+                    ids = ids[: bisect_left(ids, before)]
+                pool = builtins.list(heapq.merge(pool, ids))
+            if not pool:
+                continue
+            newest = pool.pop()
+            if newest != last:  # an id put twice may sit in a page and in the record
+                yield newest
+            last = newest
 
     async def _unindex(self, thread_id: str, ns: str, ids: Iterable[str]) -> builtins.list[str]:
         """Remove *ids* from the index of namespace *ns*; return the ids left there."""
         gone = set(ids)
-        left: builtins.list[str] = []
+        key = self._thread_key(thread_id)
+        entry = _entry(await self.store.get(key), ns)
+        emptied: set[str] = set()
+        for page in _pages(entry):
+            page_key = self._page_key(thread_id, ns, page[2])
+            kept = [i for i in await self.store.get(page_key, []) if i not in gone]
+            if kept:
+                await self.store.set(page_key, kept, ttl=self.ttl, keep_ttl=True)
+            else:
+                emptied.add(page[2])
 
-        def remove(record: dict[str, Any]) -> dict[str, Any]:
-            nonlocal left
+        def remove(record: dict[str, Any] | None) -> dict[str, Any]:
+            if record is None:
+                raise _Unchanged  # the thread was deleted meanwhile
             namespaces = dict(record.get("ns", {}))
-            left = [i for i in namespaces.get(ns, []) if i not in gone]
-            if left:
-                namespaces[ns] = left
+            current = namespaces.get(ns, {})
+            head = [i for i in current.get("ids", []) if i not in gone]
+            pages = [page for page in _pages(current) if page[2] not in emptied]
+            if head or pages:
+                namespaces[ns] = {"ids": head, "pages": pages}
             else:
                 namespaces.pop(ns, None)
             return {**record, "ns": namespaces}
 
-        key = self._thread_key(thread_id)
-        if await self.store.get(key) is not None:
-            await self.store.update(key, remove, default={}, keep_ttl=True)
-        return left
+        if entry:
+            try:
+                record = await self.store.update(key, remove, keep_ttl=True)
+            except _Unchanged:
+                record = None
+            await self._delete([self._page_key(thread_id, ns, page) for page in emptied])
+            entry = _entry(record, ns)
+        return await self._all_ids(thread_id, ns, entry) if entry else []
 
     async def _index_run(self, run_id: str, places: Iterable[_Location]) -> None:
         new = [list(place) for place in places]
@@ -710,9 +814,29 @@ def _parts(where: _Location) -> str:
     return "/".join(_part(part) for part in where)
 
 
-def _ids(record: dict[str, Any] | None, ns: str) -> list[str]:
-    ids: list[str] = (record or {}).get("ns", {}).get(ns, [])
-    return ids
+class _Unchanged(Exception):
+    """Raised inside an update's function to store nothing (its premise no longer holds)."""
+
+
+def _entry(record: dict[str, Any] | None, ns: str) -> dict[str, Any]:
+    """The index entry (``{"ids": [...], "pages": [...]}``) of namespace *ns*; {} if none."""
+    entry: dict[str, Any] = (record or {}).get("ns", {}).get(ns, {})
+    return entry
+
+
+def _pages(entry: dict[str, Any]) -> list[list[str]]:
+    pages: list[list[str]] = entry.get("pages", [])
+    return pages
+
+
+async def _take(ids: AsyncIterator[str], count: int) -> list[str]:
+    """The next *count* items of *ids* (fewer at its end)."""
+    taken: list[str] = []
+    async for item in ids:
+        taken.append(item)
+        if len(taken) >= count:
+            break
+    return taken
 
 
 def _config(where: _Location) -> RunnableConfig:
