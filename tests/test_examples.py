@@ -72,10 +72,19 @@ RUNS = [
 ]
 
 
+# Examples that need LangGraph/LangChain, which only .venv-integrations has: the
+# integration suite (make pytest-integrations) runs them, in the file named here.
+INTEGRATION_EXAMPLES: dict[str, str] = {
+    "langgraph_resume.py": "tests_integrations/test_saver.py",
+}
+
+
 def test_every_example_is_covered() -> None:
-    scripts = {path.name for path in EXAMPLES.glob("*.py")}
+    scripts = {path.name for path in EXAMPLES.glob("*.py")} - set(INTEGRATION_EXAMPLES)
     assert scripts == set(EXPECTED), "add the new example to EXPECTED and RUNS"
     assert {param.values[0] for param in RUNS} == scripts
+    for script, test_file in INTEGRATION_EXAMPLES.items():
+        assert script in (ROOT / test_file).read_text(encoding="utf-8")
 
 
 def run_example(script: str, env: dict[str, str], cwd: Path) -> list[str]:
