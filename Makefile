@@ -34,6 +34,7 @@ pytest: $(VENV)/.dev
 
 # The LangGraph/LangChain suites (tests_integrations/, its own pytest.ini) in a
 # venv of their own: langchain-tests brings pytest plugins the main suite must not load.
+# PYTEST_INTEGRATIONS_ARGS passes options to that pytest (e.g. -k cluster).
 VENV_INTEGRATIONS ?= .venv-integrations
 PYI := $(VENV_INTEGRATIONS)/bin/python
 
@@ -47,7 +48,7 @@ typecheck-integrations: $(VENV_INTEGRATIONS)/.installed
 
 pytest-integrations: typecheck-integrations
 	$(PYI) -m pytest -c tests_integrations/pytest.ini tests_integrations -n $(PYTEST_WORKERS) \
-		--cov --cov-config=tests_integrations/coveragerc --cov-report=term $(PYTEST_ARGS)
+		--cov --cov-config=tests_integrations/coveragerc --cov-report=term $(PYTEST_INTEGRATIONS_ARGS)
 
 test: lint typecheck pytest pytest-integrations
 

@@ -72,3 +72,13 @@ def test_close_without_use_starts_nothing() -> None:
     store = KVLangChainStore(MemoryStore(), owns_store=True)
     store.close()
     store.close()
+
+
+def test_an_iterator_left_open_after_close_does_not_touch_the_stopped_loop() -> None:
+    store = KVLangChainStore(MemoryStore())
+    store.mset([(f"k{i}", i) for i in range(300)])
+    keys = store.yield_keys()
+    assert isinstance(keys, Generator)
+    next(keys)
+    store.close()
+    keys.close()  # the portal is gone: nothing to close on it, and no error

@@ -95,7 +95,8 @@ class StorePortal:
                 if len(batch) < BATCH:
                     break
         finally:
-            portal.call(close_source)
+            if self._portal is portal:  # after close() the loop and the iterator are gone
+                portal.call(close_source)
 
     def close(self) -> None:
         """Stop the loop thread once its running calls are done. Idempotent."""
