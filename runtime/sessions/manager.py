@@ -24,9 +24,9 @@ from ..errors import (
 from ..messages import Message
 from ..state import STATE_CACHE_STORE
 from . import idempotency
-from .config import SessionsConfig, TimeoutConfig
+from .config import TIMEOUT_FIELDS, SessionsConfig, TimeoutConfig
 from .history import read_page
-from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, session_key
+from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, message_key, session_key
 from .models import Exchange, ExpiredHook, MessagePage, Session, SessionsRuntime
 from .record import SessionRecord, StoredTimeout
 from .sweeper import Skip, Sweeper, decoded
@@ -43,6 +43,9 @@ from .writer import Draft, SessionWriter
 __all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
+
+_EXPIRE_BATCH = 64
+"""TTL changes sent concurrently when a session's max duration grows."""
 
 
 def _state_store(runtime: SessionsRuntime) -> KVStore | None:
@@ -216,6 +219,76 @@ class SessionManager:
 
         record = await self._modify(sid, now, lambda live: live.beat(now))
         return record.to_session(self._clock)
+
+    async def update_timeout(
+        self,
+        session_id: str,
+        # The name is the Sessions API's (a session timeout, not a call deadline).
+        timeout: TimeoutConfig | Mapping[str, Any],  # noqa: ASYNC109
+    ) -> Session:
+        """Change the live session's timeout settings; ``expires_at`` follows at once.
+
+        Fields of *timeout* that are None keep the session's current values.
+        ``expires_at`` is recomputed by the usual rule from the session's last
+        activity (or last renewal, without auto-renew), so a shorter timeout may
+        leave the session already expired; the activity, the renewal count and
+        the messages are unchanged. Unlike :meth:`create`, the timeout is not
+        capped by the max duration (ElizaOS keeps both as given; the expiry is
+        never past ``created_at`` + max duration anyway). Atomic on every
+        backend: one ``update`` of the record.
+
+        Raises:
+            InvalidSessionInputError: a value that is not a positive number of minutes.
+            SessionNotFoundError: unknown id.
+            SessionExpiredError: the session expired before the change.
+        """
+        sid = check_id(session_id)
+        if isinstance(timeout, Mapping):
+            timeout = TimeoutConfig.from_mapping(timeout)
+        elif not isinstance(timeout, TimeoutConfig):
+            raise InvalidSessionInputError(
+                f"timeout must be a TimeoutConfig or a dict, not {type(timeout).__name__}"
+            )
+        now = self._clock()
+        stored = await self._store.get(session_key(sid))
+        old = self._check_live(stored, sid, now)
+        current = old.timeout
+        new = StoredTimeout(
+            *(
+                getattr(current, name) if getattr(timeout, name) is None else getattr(timeout, name)
+                for name in TIMEOUT_FIELDS
+            )
+        )
+        # The record's TTL, fixed before the update runs, from the new settings.
+        ttl = max(old.with_timeout(new).expiry_bound(now) - now, 0.0) + self._config.grace_seconds
+        changed: SessionRecord | None = None
+
+        def apply(value: Any) -> dict[str, Any]:
+            nonlocal changed
+            live = old if value == stored else self._check_live(value, sid, now)
+            changed = live.with_timeout(new)
+            return changed.to_dict()
+
+        result = await self._store.update(session_key(sid), apply, ttl=ttl)
+        if changed is None:  # a store that did not call apply; cannot happen with ours
+            changed = SessionRecord.from_dict(result)
+        if changed.expires_at < old.expires_at:
+            # The sweep finds a session in the bucket of its expiry; a later one
+            # it finds on the way (renewals), an earlier one must be indexed.
+            await self._sweeper.index(sid, changed.expires_at, now)
+        if changed.latest_end > old.latest_end:
+            await self._extend_keys(changed, now)
+        return changed.to_session(self._clock)
+
+    async def _extend_keys(self, record: SessionRecord, now: float) -> None:
+        """Keep the session's index entry and messages until its new latest end."""
+        ttl = record.latest_end - now + self._config.grace_seconds
+        keys = [agent_prefix(record.agent_id) + record.id]
+        keys += [message_key(record.id, seq) for seq in range(record.message_count)]
+        for start in range(0, len(keys), _EXPIRE_BATCH):
+            async with anyio.create_task_group() as group:
+                for key in keys[start : start + _EXPIRE_BATCH]:
+                    group.start_soon(self._store.expire, key, ttl)
 
     async def end(self, session_id: str) -> bool:
         """Remove the session and its messages; False if there was no such session.

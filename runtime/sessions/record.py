@@ -289,6 +289,13 @@ class SessionRecord:
             expires_at=self._expiry(activity, self.renewed_at),
         )
 
+    def with_timeout(self, timeout: StoredTimeout) -> SessionRecord:
+        """New timeout settings; ``expires_at`` recomputed from the same activity and renewal."""
+        changed = dataclasses.replace(self, timeout=timeout)
+        return dataclasses.replace(
+            changed, expires_at=changed._expiry(self.last_activity, self.renewed_at)
+        )
+
     def with_state(self, state: RecordState) -> SessionRecord:
         """The same record in *state* (claimed by a sweeper, or ended)."""
         return dataclasses.replace(self, state=state)
