@@ -238,7 +238,7 @@ class SessionWriter:
             with anyio.CancelScope(shield=True):
                 await self._give_up_quietly(sid, range_)
             raise
-        lost = await self._claim(batch, first)
+        lost = await self._claim(batch, first) if fences else []
         if lost is None:
             # A claim's outcome is unknown (the store failed): the range stays
             # pending, and whoever gives it up settles it by the markers.
