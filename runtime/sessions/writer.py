@@ -266,14 +266,11 @@ class SessionWriter:
         lost: list[int] = []
         unknown = False
 
-        async def claim(job: _Append, seqs: range) -> None:
+        async def claim(job: _Append, lease: Lease, seqs: range) -> None:
             nonlocal unknown
-            assert job.lease is not None
             try:
                 await self._store.update(
-                    job.lease.marker,
-                    idempotency.claim(job.lease, job.messages),
-                    ttl=self._answer_ttl,
+                    lease.marker, idempotency.claim(lease, job.messages), ttl=self._answer_ttl
                 )
             except ClaimLostError as err:
                 job.error = err
@@ -286,7 +283,7 @@ class SessionWriter:
             seq = first
             for job in batch:
                 if job.lease is not None:
-                    group.start_soon(claim, job, range(seq, seq + len(job.drafts)))
+                    group.start_soon(claim, job, job.lease, range(seq, seq + len(job.drafts)))
                 seq += len(job.drafts)
         return None if unknown else lost
 
