@@ -33,6 +33,7 @@ __all__ = [
     "message_content",
     "metadata_field",
     "optional_object",
+    "patched_timeout",
     "query_cursor",
     "query_limit",
     "read_json_object",
@@ -250,6 +251,51 @@ def merge_timeout(
         "max_duration_minutes": maximum,
         "warning_threshold_minutes": warning,
     }
+
+
+_TIMEOUT_NUMBERS: Final = ("timeoutMinutes", "maxDurationMinutes", "warningThresholdMinutes")
+
+
+def patched_timeout(
+    body: Mapping[str, Any], defaults: SessionsConfig, limits: SessionLimits
+) -> dict[str, Any]:
+    """ElizaOS's rules for ``PATCH .../timeout``: stricter than create's, then the same merge.
+
+    The minute fields must be numbers or strings and ``autoRenew`` a boolean
+    (else 400); a ``timeoutMinutes`` that is a number outside
+    ``min_timeout..max_timeout`` is refused (create clamps it), one that is not
+    a number takes the default. Every field not sent is reset to the server's
+    default, as ElizaOS merges over its defaults, not over the session's settings.
+
+    Raises:
+        APIError: 400 ``VALIDATION_ERROR`` with ElizaOS's message.
+    """
+    malformed = any(
+        name in body and (type(body[name]) not in (int, float, str)) for name in _TIMEOUT_NUMBERS
+    ) or ("autoRenew" in body and not isinstance(body["autoRenew"], bool))
+    if malformed:
+        raise _timeout_error("Invalid timeout configuration format", body)
+    if "timeoutMinutes" in body:
+        value = _number(body["timeoutMinutes"])
+        if math.isfinite(value) and not limits.min_timeout <= value <= limits.max_timeout:
+            raise _timeout_error(
+                f"Timeout must be between {_js_number(limits.min_timeout)}"
+                f" and {_js_number(limits.max_timeout)} minutes",
+                body,
+            )
+    return merge_timeout(body, defaults, limits)
+
+
+def _timeout_error(reason: str, config: Mapping[str, Any]) -> APIError:
+    return invalid(
+        f"Invalid timeout configuration: {reason}",
+        details={"reason": reason, "providedConfig": dict(config)},
+    )
+
+
+def _js_number(value: float) -> str:
+    """*value* as JavaScript prints a number (``5``, ``0.5``)."""
+    return str(int(value)) if value == int(value) else repr(value)
 
 
 def send_options(body: Mapping[str, Any]) -> str:

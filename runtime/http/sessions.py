@@ -20,6 +20,7 @@ from .parsing import (
     check_message,
     message_content,
     metadata_field,
+    patched_timeout,
     query_cursor,
     query_limit,
     read_json_object,
@@ -70,6 +71,7 @@ class SessionRoutes:
             f"{one}/messages": {"GET": self.get_messages, "POST": self.send_message},
             f"{one}/renew": {"POST": self.renew},
             f"{one}/heartbeat": {"POST": self.heartbeat},
+            f"{one}/timeout": {"PATCH": self.update_timeout},
         }
 
     # -- sessions ------------------------------------------------------------------------------
@@ -127,6 +129,16 @@ class SessionRoutes:
     async def heartbeat(self, request: Request) -> Response:
         """POST .../{id}/heartbeat: record activity (renews with auto-renew)."""
         session = await self._live(self.sessions.heartbeat(request.path_params["session_id"]))
+        return JSONResponse(session_json(session))
+
+    async def update_timeout(self, request: Request) -> Response:
+        """PATCH .../{id}/timeout: new timeout settings, ElizaOS's rules (unsent fields reset)."""
+        session_id = request.path_params["session_id"]
+        body = await read_json_object(request, self.max_body_bytes)
+        # ElizaOS's order: the session (404, or 410 and deleted), then the body.
+        await self._live(self.sessions.get(session_id))
+        timeout = patched_timeout(body, self.sessions.config, self.served.limits)
+        session = await self._live(self.sessions.update_timeout(session_id, timeout))
         return JSONResponse(session_json(session))
 
     # -- messages -------------------------------------------------------------------------------
