@@ -13,11 +13,16 @@ SQLite file) serve the same sessions::
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .http.server import ServerLimits
 
 __all__ = ["build_parser", "main"]
 
@@ -45,8 +50,6 @@ def _configuration_problem() -> str | None:
     value into one line and exit status 2 instead of a traceback from uvicorn.
     Building a service opens no connection, so this does no I/O.
     """
-    import asyncio
-
     from kvstore import ConfigError, UnsupportedBackendError, service_from_env
 
     if not os.environ.get("KV_STORE_BACKEND", "").strip():
@@ -128,10 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Empty means unset, as on ElizaOS: no authentication.
     api_key = os.environ.get(AUTH_TOKEN_VARIABLE) or None
     from .http.ratelimit import RateLimit
+    from .http.server import ServerLimits
 
     try:
         cors_origins = parse_cors_origin(os.environ.get("CORS_ORIGIN"))
         rate_limit = RateLimit.parse(os.environ.get("HTTP_RATE_LIMIT"))
+        server_limits = ServerLimits.from_env(os.environ)
     except ValueError as err:
         print(f"python -m runtime serve: {err}", file=sys.stderr)
         return 2
@@ -177,8 +182,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        http=_protocol(server_limits),
     )
     return 0
+
+
+def _protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class for *limits*, with descriptors to spare for every connection."""
+    from .http.server import AcceptErrorLogFilter, connection_budget, http_protocol, raise_fd_limit
+
+    AcceptErrorLogFilter().install()
+    fd_limit = raise_fd_limit()
+    budget = connection_budget(limits.max_connections, fd_limit)
+    if budget < limits.max_connections:
+        logging.getLogger("runtime.http.server").warning(
+            "accepting at most %d connections, not HTTP_MAX_CONNECTIONS=%d: the open-file limit"
+            " is %d (raise it with ulimit -n)",
+            budget,
+            limits.max_connections,
+            fd_limit,
+        )
+        limits = dataclasses.replace(limits, max_connections=budget)
+    return http_protocol(limits)
 
 
 if __name__ == "__main__":
