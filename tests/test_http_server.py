@@ -91,7 +91,7 @@ def _wait_closed(
     return closed, received
 
 
-def _status_and_body(raw: bytes) -> tuple[int, dict[str, Any]]:
+def _status_and_body(raw: bytes | bytearray) -> tuple[int, dict[str, Any]]:
     head, _, body = bytes(raw).partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, json.loads(body)
@@ -186,7 +186,7 @@ def test_connection_cap_under_a_low_fd_limit(
         for sock in socks:
             sock.close()
     deadline = time.monotonic() + DEADLINE
-    status = None
+    status: int | None = None
     while time.monotonic() < deadline:
         try:
             status = httpx.get(f"{server.url}/health", timeout=10).status_code
