@@ -186,16 +186,16 @@ def test_connection_cap_under_a_low_fd_limit(
         for sock in socks:
             sock.close()
     deadline = time.monotonic() + DEADLINE
-    status: int | None = None
+    health: int | None = None
     while time.monotonic() < deadline:
         try:
-            status = httpx.get(f"{server.url}/health", timeout=10).status_code
+            health = httpx.get(f"{server.url}/health", timeout=10).status_code
         except httpx.TransportError:
-            status = None
-        if status == 200:
+            health = None
+        if health == 200:
             break
         time.sleep(0.2)
-    assert status == 200
+    assert health == 200
     log = server.output()
     assert f"accepting at most {budget} connections" in log
     assert len(log) < 20_000, log[-3000:]
