@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Empty means unset, as on ElizaOS: no authentication.
     api_key = os.environ.get(AUTH_TOKEN_VARIABLE) or None
+    from .http.hosts import ALLOWED_HOSTS_VARIABLE, parse_allowed_hosts
     from .http.ratelimit import RateLimit
     from .http.server import ServerLimits
 
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cors_origins = parse_cors_origin(os.environ.get("CORS_ORIGIN"))
         rate_limit = RateLimit.parse(os.environ.get("HTTP_RATE_LIMIT"))
         server_limits = ServerLimits.from_env(os.environ)
+        allowed_hosts = parse_allowed_hosts(os.environ.get(ALLOWED_HOSTS_VARIABLE))
     except ValueError as err:
         print(f"python -m runtime serve: {err}", file=sys.stderr)
         return 2
@@ -172,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=api_key,
         cors_origins=cors_origins,
         rate_limit=rate_limit,
+        allowed_hosts=allowed_hosts,
     )
     # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
     # most 10 s), then the lifespan stops the sweeper and closes the runtime.

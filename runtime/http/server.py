@@ -49,12 +49,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import h11
-import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from kvstore.options import check_int, check_seconds, parse_float, parse_int
 
-from .wire import now_iso
+from .errors import error_body
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -97,7 +96,7 @@ def error_bytes(status: int, code: str, message: str) -> bytes:
 
     For answers written straight to the transport, where no ASGI app runs.
     """
-    body = orjson.dumps({"error": {"code": code, "message": message, "timestamp": now_iso()}})
+    body = error_body(code, message)
     reason = {400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}
     head = (
         f"HTTP/1.1 {status} {reason.get(status, '')}\r\n"
@@ -238,9 +237,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """A framing error (bad request line or header), answered in the JSON error format."""
-        body = orjson.dumps(
-            {"error": {"code": "BAD_REQUEST", "message": msg, "timestamp": now_iso()}}
-        )
+        body = error_body("BAD_REQUEST", msg)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
