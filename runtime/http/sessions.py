@@ -8,7 +8,7 @@ absent ``data`` and resolves to ``undefined`` on both servers alike.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +21,7 @@ from .parsing import (
     message_content,
     metadata_field,
     query_cursor,
+    query_int,
     query_limit,
     read_json_object,
     require_fields,
@@ -39,7 +40,10 @@ from .wire import (
     session_json,
 )
 
-__all__ = ["SessionRoutes"]
+__all__ = ["MAX_LIST_PAGE", "SessionRoutes"]
+
+MAX_LIST_PAGE: Final = 1000
+"""Most sessions one list answer holds (and its default ``limit``)."""
 
 _T = TypeVar("_T")
 
@@ -95,14 +99,21 @@ class SessionRoutes:
         )
 
     async def list_sessions(self, request: Request) -> Response:
-        """GET /api/messaging/sessions: live sessions, newest first (``agentId`` filters)."""
+        """GET /api/messaging/sessions: live sessions, newest first (``agentId`` filters).
+
+        ``limit`` (0..1000, default 1000) and ``offset`` (default 0) page the
+        answer; ``total`` counts every live session, not just the page.
+        """
         agent_id = request.query_params.get("agentId", "").strip() or None
+        limit = query_int(request, "limit", default=MAX_LIST_PAGE, minimum=0, maximum=MAX_LIST_PAGE)
+        offset = query_int(request, "offset", default=0, minimum=0, maximum=10**12)
         sessions = await self.sessions.list(agent_id=agent_id)
         # The manager lists live sessions only; expired ones are gone for clients.
         total = len(sessions)
         stats = {"totalSessions": total, "activeSessions": total, "expiredSessions": 0}
+        page = sessions[offset : offset + limit]
         return JSONResponse(
-            {"sessions": [session_json(s) for s in sessions], "total": total, "stats": stats}
+            {"sessions": [session_json(s) for s in page], "total": total, "stats": stats}
         )
 
     async def get_session(self, request: Request) -> Response:
