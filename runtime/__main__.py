@@ -97,12 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BODY_BYTES,
         help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})",
     )
+    document = commands.add_parser(
+        "openapi",
+        help="write the OpenAPI 3.1 document of the HTTP API",
+        description="Write the OpenAPI 3.1 document served at /openapi.json (to FILE, or stdout).",
+    )
+    document.add_argument("file", nargs="?", help="where to write it (default: stdout)")
     return parser
+
+
+def _write_openapi(file: str | None) -> int:
+    from .agent import AgentRuntime
+    from .http import create_app
+    from .http.openapi import openapi_document, render
+
+    text = render(openapi_document(create_app(AgentRuntime(environ={})).routes))
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        with open(file, "w", encoding="utf-8") as output:
+            output.write(text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "openapi":
+        return _write_openapi(args.file)
     try:
         import uvicorn
     except ImportError:

@@ -26,6 +26,7 @@ from .errors import guarded, http_exception
 from .headers import SecurityHeadersMiddleware
 from .hosts import AllowedHostsMiddleware
 from .limits import SessionLimits
+from .openapi import OpenAPIRoutes
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
 from .ratelimit import RateLimit, RateLimitMiddleware
 from .sessions import SessionRoutes
@@ -99,12 +100,14 @@ def create_app(
         SessionLimits() if session_limits is None else session_limits,
     )
     ops = OpsRoutes(served, health_timeout=health_timeout)
+    document = OpenAPIRoutes()
     # Ops first: its /api/messaging/sessions/health must win over the
     # session routes' /api/messaging/sessions/{session_id}.
     tables = [
         ops.routes(),
         SessionRoutes(served, max_body_bytes=max_body_bytes).routes(),
         AgentRoutes(served).routes(),
+        document.routes(),
     ]
     # Outermost first: a foreign Host gets nothing else; CORS answers
     # preflights before the key is asked for.
@@ -141,8 +144,10 @@ def create_app(
         finally:
             await served.runtime.aclose()
 
+    routes = _routes(tables)
+    document.describe(routes)
     app = Starlette(
-        routes=_routes(tables),
+        routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,

@@ -291,9 +291,9 @@ def query_int(request: Request, name: str, *, default: int, minimum: int, maximu
     Strict, unlike the ElizaOS-compatible :func:`query_limit`: these parameters
     are this server's own, so a value out of range is a 400 rather than a guess.
     """
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
+    if name not in request.query_params:
         return default
+    raw = request.query_params[name].strip()
     if _STRICT_INT.fullmatch(raw):
         value = int(raw)
         if minimum <= value <= maximum:

@@ -40,10 +40,12 @@ from .wire import (
     session_json,
 )
 
-__all__ = ["MAX_LIST_PAGE", "SessionRoutes"]
+__all__ = ["MAX_LIST_OFFSET", "MAX_LIST_PAGE", "SessionRoutes"]
 
 MAX_LIST_PAGE: Final = 1000
 """Most sessions one list answer holds (and its default ``limit``)."""
+MAX_LIST_OFFSET: Final = 10**12
+"""Largest ``offset`` accepted by the list."""
 
 _T = TypeVar("_T")
 
@@ -106,7 +108,7 @@ class SessionRoutes:
         """
         agent_id = request.query_params.get("agentId", "").strip() or None
         limit = query_int(request, "limit", default=MAX_LIST_PAGE, minimum=0, maximum=MAX_LIST_PAGE)
-        offset = query_int(request, "offset", default=0, minimum=0, maximum=10**12)
+        offset = query_int(request, "offset", default=0, minimum=0, maximum=MAX_LIST_OFFSET)
         sessions = await self.sessions.list(agent_id=agent_id)
         # The manager lists live sessions only; expired ones are gone for clients.
         total = len(sessions)
