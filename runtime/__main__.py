@@ -200,14 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
     # most 10 s), then the lifespan stops the sweeper and closes the runtime.
+    from .http.access import AccessLogMiddleware
+
     uvicorn.run(
-        app,
+        # uvicorn's access log prints paths, and session ids with them: ours
+        # prints route templates instead.
+        AccessLogMiddleware(app),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         lifespan="on",
         timeout_graceful_shutdown=10,
         http=_protocol(server_limits),
+        access_log=False,
     )
     return 0
 
