@@ -269,6 +269,54 @@ def test_long_answer_outlives_the_request_timeout(slow_server: str) -> None:
     assert answer.text == "tick\n" * 8 + "done\n"
 
 
+async def _slow_websocket(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "websocket":
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await asyncio.sleep(3.0)  # three request timeouts
+    await send({"type": "websocket.send", "text": "still here"})
+    await send({"type": "websocket.close", "code": 1000})
+
+
+def test_an_upgraded_connection_is_exempt() -> None:
+    pytest.importorskip("wsproto")
+    port = free_port()
+    config = uvicorn.Config(
+        _slow_websocket,
+        host="127.0.0.1",
+        port=port,
+        http=http_protocol(ServerLimits(request_timeout=1.0)),
+        ws="wsproto",
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    end = time.monotonic() + DEADLINE
+    while not server.started and time.monotonic() < end:
+        time.sleep(0.05)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            raw = b""
+            while b"still here" not in raw:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        assert raw.startswith(b"HTTP/1.1 101"), raw
+        assert b"still here" in raw, raw
+    finally:
+        server.should_exit = True
+        thread.join(DEADLINE)
+
+
 # -- the accept-error filter ---------------------------------------------------------------
 
 
