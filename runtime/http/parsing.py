@@ -35,6 +35,7 @@ __all__ = [
     "optional_object",
     "patched_timeout",
     "query_cursor",
+    "query_int",
     "query_limit",
     "read_json_object",
     "require_fields",
@@ -54,6 +55,7 @@ _UUID: Final = re.compile(
 )
 _HEX: Final = re.compile(r"0[xX][0-9a-fA-F]+")
 _LEADING_INT: Final = re.compile(r"\s*([+-]?[0-9]+)")
+_STRICT_INT: Final = re.compile(r"[+-]?[0-9]{1,18}")
 _ISO_START: Final = re.compile(r"\s*[0-9]{4}-[0-9]{2}")
 _MAX_DATE_MS: Final = 8.64e15  # the JavaScript Date range
 _CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,19}")
@@ -327,6 +329,25 @@ def query_limit(request: Request, maximum: int) -> int:
     if found is None:
         return min(DEFAULT_PAGE, maximum)
     return min(max(int(found.group(1)), 1), maximum)
+
+
+def query_int(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """Query parameter *name*: a whole number from *minimum* to *maximum*; *default* when absent.
+
+    Strict, unlike the ElizaOS-compatible :func:`query_limit`: these parameters
+    are this server's own, so a value out of range is a 400 rather than a guess.
+    """
+    if name not in request.query_params:
+        return default
+    raw = request.query_params[name].strip()
+    if _STRICT_INT.fullmatch(raw):
+        value = int(raw)
+        if minimum <= value <= maximum:
+            return value
+    raise invalid(
+        f"'{name}' must be a whole number from {minimum} to {maximum}, got {raw!r}",
+        details={"parameter": name, "minimum": minimum, "maximum": maximum},
+    )
 
 
 def query_cursor(request: Request, name: str) -> int | None:

@@ -8,7 +8,7 @@ absent ``data`` and resolves to ``undefined`` on both servers alike.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +22,7 @@ from .parsing import (
     metadata_field,
     patched_timeout,
     query_cursor,
+    query_int,
     query_limit,
     read_json_object,
     require_fields,
@@ -40,7 +41,12 @@ from .wire import (
     session_json,
 )
 
-__all__ = ["SessionRoutes"]
+__all__ = ["MAX_LIST_OFFSET", "MAX_LIST_PAGE", "SessionRoutes"]
+
+MAX_LIST_PAGE: Final = 1000
+"""Most sessions one list answer holds (and its default ``limit``)."""
+MAX_LIST_OFFSET: Final = 10**12
+"""Largest ``offset`` accepted by the list."""
 
 _T = TypeVar("_T")
 
@@ -97,14 +103,21 @@ class SessionRoutes:
         )
 
     async def list_sessions(self, request: Request) -> Response:
-        """GET /api/messaging/sessions: live sessions, newest first (``agentId`` filters)."""
+        """GET /api/messaging/sessions: live sessions, newest first (``agentId`` filters).
+
+        ``limit`` (0..1000, default 1000) and ``offset`` (default 0) page the
+        answer; ``total`` counts every live session, not just the page.
+        """
         agent_id = request.query_params.get("agentId", "").strip() or None
+        limit = query_int(request, "limit", default=MAX_LIST_PAGE, minimum=0, maximum=MAX_LIST_PAGE)
+        offset = query_int(request, "offset", default=0, minimum=0, maximum=MAX_LIST_OFFSET)
         sessions = await self.sessions.list(agent_id=agent_id)
         # The manager lists live sessions only; expired ones are gone for clients.
         total = len(sessions)
         stats = {"totalSessions": total, "activeSessions": total, "expiredSessions": 0}
+        page = sessions[offset : offset + limit]
         return JSONResponse(
-            {"sessions": [session_json(s) for s in sessions], "total": total, "stats": stats}
+            {"sessions": [session_json(s) for s in page], "total": total, "stats": stats}
         )
 
     async def get_session(self, request: Request) -> Response:
