@@ -18,21 +18,20 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import aclosing
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from langchain_core.stores import BaseStore
 
 from ..codec import check_ttl
 from ..protocol import KVStore
-from .portal import StorePortal
+from .portal import PortalLifecycle, StorePortal
 
 __all__ = ["KVLangChainStore"]
 
 DEFAULT_NAMESPACE: Final = "langchain"
 
 
-class KVLangChainStore(BaseStore[str, Any]):
+class KVLangChainStore(PortalLifecycle, BaseStore[str, Any]):
     """LangChain's ``BaseStore[str, Any]`` on a kvstore.
 
     Args:
@@ -114,40 +113,9 @@ class KVLangChainStore(BaseStore[str, Any]):
         """:meth:`ayield_keys`, from a thread without a running event loop."""
         yield from self._portal.iterate(lambda: self.ayield_keys(prefix=prefix))
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle: aclose, close, async with and with come from PortalLifecycle -------
 
-    async def aclose(self) -> None:
-        """Close the store if this instance owns it (async use). Idempotent."""
-        if self._owns_store:
-            await self.store.aclose()
-
-    def close(self) -> None:
-        """Stop the sync methods' loop thread, closing an owned store on it first."""
-        if self._portal.started and self._owns_store:
-            self._portal.call(self.store.aclose)
-        self._portal.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    # -- keys ---------------------------------------------------------------------------
 
     def _key(self, key: str) -> str:
         if not isinstance(key, str):

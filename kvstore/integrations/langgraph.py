@@ -45,7 +45,6 @@ from bisect import bisect_left
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import aclosing
 from functools import partial
-from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import quote, unquote
 
@@ -70,7 +69,7 @@ from ..codec import check_ttl
 from ..options import check_int
 from ..protocol import KVStore
 from ..service import open_store
-from .portal import StorePortal
+from .portal import PortalLifecycle, StorePortal
 
 __all__ = ["KVCheckpointSaver"]
 
@@ -85,7 +84,7 @@ _Typed = list[str]  # [type, base64 bytes]
 _Location = tuple[str, str, str]  # (thread_id, checkpoint_ns, checkpoint_id)
 
 
-class KVCheckpointSaver(BaseCheckpointSaver[str]):
+class KVCheckpointSaver(PortalLifecycle, BaseCheckpointSaver[str]):
     """LangGraph checkpoints, pending writes and channel values in a kvstore.
 
     Args:
@@ -150,40 +149,7 @@ class KVCheckpointSaver(BaseCheckpointSaver[str]):
         """
         return cls(open_store(url), owns_store=True, **options)
 
-    # -- lifecycle ----------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Close the store if the saver owns it (async use). Idempotent."""
-        if self._owns_store:
-            await self.store.aclose()
-
-    def close(self) -> None:
-        """Stop the sync methods' loop thread, closing an owned store on it first."""
-        if self._portal.started and self._owns_store:
-            self._portal.call(self.store.aclose)
-        self._portal.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    # -- lifecycle: aclose, close, async with and with come from PortalLifecycle ---
 
     # -- keys and encoding ----------------------------------------------------------
 

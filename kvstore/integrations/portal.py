@@ -18,11 +18,14 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Final, TypeVar
+from types import TracebackType
+from typing import Final, Self, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-__all__ = ["StorePortal"]
+from ..protocol import KVStore
+
+__all__ = ["PortalLifecycle", "StorePortal"]
 
 T = TypeVar("T")
 
@@ -104,3 +107,50 @@ class StorePortal:
             context, self._context, self._portal = self._context, None, None
         if context is not None:
             context.__exit__(None, None, None)
+
+
+class PortalLifecycle:
+    """Closing and context managers of an adapter that has a store and a :class:`StorePortal`.
+
+    The adapter sets ``store``, ``_owns_store`` and ``_portal``. Used async
+    (``async with``/``aclose``), it closes the store if it owns it; used sync
+    (``with``/``close``), it also stops the portal's loop thread, closing an
+    owned store on that loop first (its connections were made there).
+    """
+
+    store: KVStore
+    _owns_store: bool
+    _portal: StorePortal
+
+    async def aclose(self) -> None:
+        """Close the store if this adapter owns it (async use). Idempotent."""
+        if self._owns_store:
+            await self.store.aclose()
+
+    def close(self) -> None:
+        """Stop the sync methods' loop thread, closing an owned store on it first."""
+        if self._portal.started and self._owns_store:
+            self._portal.call(self.store.aclose)
+        self._portal.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
