@@ -28,12 +28,10 @@ REAL: dict[str, dict[str, Any]] = {
     entry["call"]: entry
     for entry in json.loads((JS / "real-client-shapes.json").read_text())["results"]
 }
-# Not served yet (docs/sessions-http.md lists them): PATCH .../timeout, and
-# the SSE transport (the realtime work; until then it answers as http).
+# Not served yet (docs/sessions-http.md lists them): PATCH .../timeout.
 NOT_YET = {
     "sessions.patch(/timeout, {timeoutMinutes: 45})",
     "sessions.patch(/timeout, {timeoutMinutes: 1}) (rejected)",
-    'sessions.sendMessage(sid, {content, transport: "sse"})',
 }
 # Our agent lists fewer fields than ElizaOS's character (no settings, no secrets).
 FEWER_KEYS = {"agents.getAgent(agentId)"}
