@@ -352,13 +352,18 @@ def test_bad_socket_requests_get_message_error(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster"])
 def test_a_reply_made_on_replica_b_reaches_a_socket_on_replica_a(
     serve: Callable[..., Server],
     sockets: Callable[..., NodeSocket],
-    redis_url: str,
+    backend: str,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    env = {"KV_STORE_BACKEND": "redis", "REDIS_URL": redis_url}
+    # A cluster: each replica subscribes on a node of its own choosing (at
+    # random); Redis Cluster delivers a PUBLISH on any node to every node.
+    url = request.getfixturevalue("redis_url" if backend == "redis" else "cluster_url")
+    env = {"KV_STORE_BACKEND": backend, "REDIS_URL": url}
     a = serve(env, handler="gated")
     b = serve(env, handler="gated")
     created = create_session(a)

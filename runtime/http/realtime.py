@@ -409,12 +409,17 @@ class _StoreRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         import redis.asyncio
 
         source = self._source
-        if hasattr(source, "get_nodes"):  # a RedisCluster
-            source = random.choice(source.get_nodes()).redis_connection
-        pool = source.connection_pool
+        if hasattr(source, "get_nodes"):  # a RedisCluster: its nodes know their settings
+            node = random.choice(source.get_nodes())
+            connection_class, settings = node.connection_class, dict(node.connection_kwargs)
+            settings.update(host=node.host, port=node.port)
+        else:
+            pool = source.connection_pool
+            connection_class, settings = pool.connection_class, dict(pool.connection_kwargs)
+        settings.pop("event_dispatcher", None)
         self.redis = redis.asyncio.Redis(
             connection_pool=redis.asyncio.ConnectionPool(
-                connection_class=pool.connection_class, **pool.connection_kwargs
+                connection_class=connection_class, **settings
             )
         )
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
