@@ -6,9 +6,11 @@
 * ``worst_call_after_expiry_ms``: 1,000,000 keys (``--quick``: 200,000) set
   with a TTL on an injected clock, the clock moved past it, then 2,000 timed
   ``set`` calls (each reclaims a bounded batch); the slowest of them, and
-  their median.
+  their median, in wall time; and the slowest in the thread's CPU time
+  (``worst_call_after_expiry_cpu_ms``), which a loaded machine's scheduling
+  does not inflate.
 
-    python bench/memory_costs.py [--quick]
+    python -m bench.memory_costs [--quick]
 """
 
 from __future__ import annotations
@@ -61,12 +63,18 @@ async def measure(quick: bool = False) -> dict[str, float]:
     value = make_value(1)
     gc.collect()  # as before every timed workload: a full collection is not the store's
     timings = []
+    cpu_timings = []
     for i in range(TIMED_CALLS):
         start = time.perf_counter()
+        cpu_start = time.thread_time()
         await store.set(f"after:{i}", value)
+        cpu_timings.append(time.thread_time() - cpu_start)
         timings.append(time.perf_counter() - start)
     figures["worst_call_after_expiry_ms"] = max(timings) * 1000
     figures["median_call_after_expiry_ms"] = statistics.median(timings) * 1000
+    # CPU time of the thread: what the call itself costs, without the time a
+    # loaded machine kept the process off the CPU (which wall time includes).
+    figures["worst_call_after_expiry_cpu_ms"] = max(cpu_timings) * 1000
     figures["expired_keys"] = float(expiring)
     await store.aclose()
     return figures

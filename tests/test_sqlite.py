@@ -28,6 +28,8 @@ from kvstore import (
     open_store,
 )
 from kvstore.backends import sqlite as sqlite_backend
+from kvstore.backends.sqlite import committer as sqlite_committer
+from kvstore.backends.sqlite import engine as sqlite_engine
 from kvstore.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -325,7 +327,7 @@ async def test_entries_pages_while_other_tasks_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     page_sizes: list[int] = []
-    real_read = sqlite_backend._Engine.read
+    real_read = sqlite_engine.Engine.read
 
     async def spy(self: Any, sql: str, params: tuple[Any, ...]) -> list[Any]:
         rows = await real_read(self, sql, params)
@@ -333,7 +335,7 @@ async def test_entries_pages_while_other_tasks_write(
             page_sizes.append(len(rows))
         return rows
 
-    monkeypatch.setattr(sqlite_backend._Engine, "read", spy)
+    monkeypatch.setattr(sqlite_engine.Engine, "read", spy)
     async with SQLiteStore(tmp_path / "kv.db", page_size=3) as store:
         stable = {f"k{i:02d}": i for i in range(10)}
         await store.set_many(stable)
@@ -416,13 +418,13 @@ async def test_group_commit_fails_only_the_failing_write(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch_sizes: list[int] = []
-    real_commit = sqlite_backend._GroupCommitter._commit
+    real_commit = sqlite_committer.GroupCommitter._commit
 
     async def spy(self: Any, batch: list[Any]) -> None:
         batch_sizes.append(len(batch))
         await real_commit(self, batch)
 
-    monkeypatch.setattr(sqlite_backend._GroupCommitter, "_commit", spy)
+    monkeypatch.setattr(sqlite_committer.GroupCommitter, "_commit", spy)
     await store.set("counter", 0)
     batch_sizes.clear()
     outcomes: dict[int, Any] = {}
