@@ -65,7 +65,7 @@ class StoreClosedError(KVStoreError, RuntimeError):
 class UpdateConflictError(KVStoreError):
     """``update()`` gave up: other clients kept changing the key between its read and write.
 
-    Raised by backends that update optimistically (Redis WATCH, the cluster's
+    Raised by backends that update optimistically (Redis, one server or a cluster:
     compare-and-set) once their conflict retries run out. Nothing was stored by
     the failed call; retrying later is safe.
     """

@@ -13,11 +13,16 @@ SQLite file) serve the same sessions::
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .http.server import ServerLimits
 
 __all__ = ["build_parser", "main"]
 
@@ -45,8 +50,6 @@ def _configuration_problem() -> str | None:
     value into one line and exit status 2 instead of a traceback from uvicorn.
     Building a service opens no connection, so this does no I/O.
     """
-    import asyncio
-
     from kvstore import ConfigError, UnsupportedBackendError, service_from_env
 
     if not os.environ.get("KV_STORE_BACKEND", "").strip():
@@ -116,12 +119,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BODY_BYTES,
         help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES})",
     )
+    document = commands.add_parser(
+        "openapi",
+        help="write the OpenAPI 3.1 document of the HTTP API",
+        description="Write the OpenAPI 3.1 document served at /openapi.json (to FILE, or stdout).",
+    )
+    document.add_argument("file", nargs="?", help="where to write it (default: stdout)")
     return parser
+
+
+def _write_openapi(file: str | None) -> int:
+    from .agent import AgentRuntime
+    from .http import create_app
+    from .http.openapi import openapi_document, render
+
+    text = render(openapi_document(create_app(AgentRuntime(environ={})).routes))
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        with open(file, "w", encoding="utf-8") as output:
+            output.write(text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "openapi":
+        return _write_openapi(args.file)
     try:
         import uvicorn
     except ImportError:
@@ -149,11 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Empty means unset, as on ElizaOS: no authentication.
     api_key = os.environ.get(AUTH_TOKEN_VARIABLE) or None
+    from .http.hosts import ALLOWED_HOSTS_VARIABLE, parse_allowed_hosts
     from .http.ratelimit import RateLimit
+    from .http.server import ServerLimits
 
     try:
         cors_origins = parse_cors_origin(os.environ.get("CORS_ORIGIN"))
         rate_limit = RateLimit.parse(os.environ.get("HTTP_RATE_LIMIT"))
+        server_limits = ServerLimits.from_env(os.environ)
+        allowed_hosts = parse_allowed_hosts(os.environ.get(ALLOWED_HOSTS_VARIABLE))
     except ValueError as err:
         print(f"python -m runtime serve: {err}", file=sys.stderr)
         return 2
@@ -198,18 +227,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=api_key,
         cors_origins=cors_origins,
         rate_limit=rate_limit,
+        allowed_hosts=allowed_hosts,
     )
     # SIGTERM / Ctrl-C stop uvicorn gracefully: in-flight requests finish (at
     # most 10 s), then the lifespan stops the sweeper and closes the runtime.
+    from .http.access import AccessLogMiddleware
+
     uvicorn.run(
-        app,
+        # uvicorn's access log prints paths, and session ids with them: ours
+        # prints route templates instead.
+        AccessLogMiddleware(app),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        http=_protocol(server_limits),
+        access_log=False,
     )
     return 0
+
+
+def _protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class for *limits*, with descriptors to spare for every connection."""
+    from .http.server import AcceptErrorLogFilter, connection_budget, http_protocol, raise_fd_limit
+
+    AcceptErrorLogFilter().install()
+    fd_limit = raise_fd_limit()
+    budget = connection_budget(limits.max_connections, fd_limit)
+    if budget < limits.max_connections:
+        logging.getLogger("runtime.http.server").warning(
+            "accepting at most %d connections, not HTTP_MAX_CONNECTIONS=%d: the open-file limit"
+            " is %d (raise it with ulimit -n)",
+            budget,
+            limits.max_connections,
+            fd_limit,
+        )
+        limits = dataclasses.replace(limits, max_connections=budget)
+    return http_protocol(limits)
 
 
 if __name__ == "__main__":

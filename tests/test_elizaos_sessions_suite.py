@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from elizaos_sessions_suite import Client, Failure, Suite
+from elizaos_sessions_suite import Client, Suite
 from test_http_e2e import Server
 
 AGENT = "b850bc30-45f8-4041-a00a-83df46d8555d"
 CASES = [name for name in Suite.__dict__ if name.startswith("case_")]
-# PATCH .../timeout needs a timeout update in the sessions layer (not there yet).
-NOT_YET = {"case_patch_update", "case_patch_reject", "case_patch_invalid_values"}
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +30,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
         server.stop()
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(reason="PATCH /timeout not served yet", raises=Failure),
-        )
-        if name in NOT_YET
-        else name
-        for name in CASES
-    ],
-)
+@pytest.mark.parametrize("case", CASES)
 def test_elizaos_case(suite: Suite, case: str) -> None:
     method = getattr(suite, case)
     if getattr(method, "skip", False):

@@ -219,7 +219,7 @@ async def test_frozen_server_gives_backend_unavailable_not_a_hang() -> None:
 
 
 async def test_update_and_add_during_outage_are_typed(durable_server: RedisServer) -> None:
-    """Transactions (WATCH/MULTI/EXEC) and SCAN loops fail typed too, and work after."""
+    """Transactions, compare-and-set updates and SCAN loops fail typed too, and work after."""
     async with _store(durable_server, retries=1, retry_backoff=0.01) as store:
         await store.set_many({f"k{i}": i for i in range(50)})
         await durable_server.akill()

@@ -7,14 +7,13 @@ The refusal and kill tests run their own :class:`~kvstore.testing.redis_server.R
   :class:`~kvstore.BackendUnavailableError` with the driver's error as its
   cause, reads keep working, and nothing is written.
 - Connections killed by an admin client (``CLIENT KILL TYPE normal``) while
-  tasks run ``update()``: redis-py reports a connection lost during a WATCH as
-  a ``WatchError``, like a conflict. Every call must succeed or raise
+  tasks run ``update()`` (a GET, then a compare-and-set script). Every call must succeed or raise
   ``BackendUnavailableError``/``UpdateConflictError`` (never a plain
   ``KVStoreError``), and the counter must hold every successful increment
-  once: a connection lost while EXEC was in flight is resolved by the retry,
-  not guessed (see ``RedisStore._watch_and_set``); only a call that ran out of
+  once: a connection lost while the script was in flight is resolved by the
+  resend and the script's receipt (see ``RedisStoreBase._try_update``); only a call that ran out of
   retries cannot know whether its last EXEC ran. Conflicts running out raise
-  ``UpdateConflictError`` on one server (WATCH) and on a cluster (compare-and-set).
+  ``UpdateConflictError`` on one server and on a cluster.
 """
 
 from __future__ import annotations

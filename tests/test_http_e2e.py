@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,13 @@ _ENV_VARIABLES = (
 class Server:
     """One ``python -m runtime serve`` process on a free port of 127.0.0.1."""
 
-    def __init__(self, log: Path, env: Mapping[str, str], *args: str) -> None:
+    def __init__(
+        self,
+        log: Path,
+        env: Mapping[str, str],
+        *args: str,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -51,6 +57,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env={**base_env(), **env},
                 cwd=log.parent,
+                preexec_fn=preexec_fn,
             )
 
     def output(self) -> str:

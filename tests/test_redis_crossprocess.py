@@ -1,4 +1,4 @@
-"""update() is atomic across OS processes sharing one Redis (WATCH/MULTI/EXEC)."""
+"""update() is atomic across OS processes sharing one Redis (GET + compare-and-set)."""
 
 from __future__ import annotations
 

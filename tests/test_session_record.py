@@ -155,6 +155,24 @@ def test_timestamps_are_kept_as_read() -> None:
     assert orjson.dumps(record.to_dict()) == upgraded(orjson.dumps(data))  # ints stay ints
 
 
+def test_pending_ranges_keep_their_fences_through_the_stored_form() -> None:
+    record = SessionRecord.from_dict(orjson.loads(FRESH))
+    fenced = record.with_messages(
+        record.created_at + 1, 4, renewals=2, fences=((2, 2, "i:s:abc", "owner-1"),)
+    )
+    again = fenced.with_messages(
+        record.created_at + 2, 2, renewals=1, fences=((0, 2, "i:s:def", "owner-2"),)
+    )
+    plain = again.with_messages(record.created_at + 3, 2, renewals=1)
+    stored = orjson.loads(orjson.dumps(plain.to_dict()))
+    assert stored["pending"] == [
+        [0, 4, record.created_at + 1, [[2, 2, "i:s:abc", "owner-1"]]],
+        [4, 2, record.created_at + 2, [[4, 2, "i:s:def", "owner-2"]]],  # seqs made absolute
+        [6, 2, record.created_at + 3],  # a range without a keyed exchange: three fields
+    ]
+    assert SessionRecord.from_dict(stored) == plain
+
+
 def test_the_record_is_frozen_and_slotted() -> None:
     record = SessionRecord.from_dict(orjson.loads(FRESH))
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -169,6 +187,8 @@ def test_the_record_is_frozen_and_slotted() -> None:
     [
         ({"v": 3}, "format version 3"),
         ({"v": 2, "pending": [[0, 1]], "holes": 0}, "'pending'/'holes' are malformed"),
+        ({"v": 2, "pending": [[0, 2, 1.0, [[0, 2, "i:x"]]]], "holes": 0}, "are malformed"),
+        ({"v": 2, "pending": [[0, 2, 1.0, {}]], "holes": 0}, "are malformed"),
         ({"v": "1"}, "format version '1'"),
         ({"state": "paused"}, "'state'"),
         ({"message_count": 1.0}, "'message_count' is a float, not int"),

@@ -156,7 +156,9 @@ async def test_a_marker_left_by_a_dead_process_lapses(
 
     marker = idempotency.marker_key(session.id, "k")
     print_ = idempotency.fingerprint("hi", {})
-    await manager.store.add(marker, idempotency.pending(print_, START), ttl=10)
+    await manager.store.add(
+        marker, idempotency.pending(idempotency.Lease(marker, print_), START), ttl=10
+    )
     with pytest.raises(IdempotencyInFlightError):
         await manager.send_message(session.id, "hi", idempotency_key="k")
     clock.advance_by(11)

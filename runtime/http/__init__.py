@@ -22,6 +22,7 @@ POST        /api/messaging/sessions/{id}/messages        201 user message (+ rep
 GET         /api/messaging/sessions/{id}/messages        200 ``{messages, hasMore, cursors}``
 POST        /api/messaging/sessions/{id}/renew           200 session
 POST        /api/messaging/sessions/{id}/heartbeat       200 session
+PATCH       /api/messaging/sessions/{id}/timeout         200 session
 GET         /health                                      200/503 backend reachability
 GET         /metrics                                     200 store metrics (JSON/Prometheus)
 GET, POST   /socket.io/                                  Socket.IO 4 (ElizaOS's events)

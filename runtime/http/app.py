@@ -24,7 +24,9 @@ from .context import Endpoint, RouteTable, ServedAgent
 from .cors import cors_middleware
 from .errors import guarded, http_exception
 from .headers import SecurityHeadersMiddleware
+from .hosts import AllowedHostsMiddleware
 from .limits import SessionLimits
+from .openapi import OpenAPIRoutes
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
 from .ratelimit import RateLimit, RateLimitMiddleware
 from .realtime import SOCKETIO_PATH, RealtimeHub
@@ -50,6 +52,7 @@ def create_app(
     cors_origins: tuple[str, ...] | None = None,
     session_limits: SessionLimits | None = None,
     rate_limit: RateLimit | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
     reply_concurrency: int = DEFAULT_REPLY_CONCURRENCY,
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
 ) -> Starlette:
@@ -82,6 +85,9 @@ def create_app(
         rate_limit: requests per client address on ``/api``, counted in the
             runtime's store so replicas share it; None for no limit (``serve``
             reads ``HTTP_RATE_LIMIT``, default 1000 per 900 s as ElizaOS).
+        allowed_hosts: the ``Host`` values served (``*.example.com`` for
+            subdomains); others get 400 ``INVALID_HOST``. None serves every
+            host (``serve`` reads ``HTTP_ALLOWED_HOSTS``).
         reply_concurrency: replies (sse, websocket) made at once; more wait.
         drain_timeout: seconds shutdown waits for the replies being made.
 
@@ -105,15 +111,21 @@ def create_app(
     ops = OpsRoutes(served, health_timeout=health_timeout)
     worker = ReplyWorker(served, concurrency=reply_concurrency, drain_timeout=drain_timeout)
     realtime = RealtimeHub(served, worker, api_key=api_key)
+    document = OpenAPIRoutes()
     # Ops first: its /api/messaging/sessions/health must win over the
     # session routes' /api/messaging/sessions/{session_id}.
     tables = [
         ops.routes(),
         SessionRoutes(served, max_body_bytes=max_body_bytes, realtime=realtime).routes(),
         AgentRoutes(served).routes(),
+        document.routes(),
     ]
-    # Outermost first: CORS answers preflights before the key is asked for.
-    middleware = [Middleware(SecurityHeadersMiddleware), cors_middleware(cors_origins)]
+    # Outermost first: a foreign Host gets nothing else; CORS answers
+    # preflights before the key is asked for.
+    middleware = [Middleware(SecurityHeadersMiddleware)]
+    if allowed_hosts is not None:
+        middleware.append(Middleware(AllowedHostsMiddleware, allowed_hosts=allowed_hosts))
+    middleware.append(cors_middleware(cors_origins))
     if api_key is not None:
         middleware.append(Middleware(APIKeyMiddleware, api_key=api_key))
     if rate_limit is not None:
@@ -144,8 +156,10 @@ def create_app(
         finally:
             await served.runtime.aclose()
 
+    routes = _routes(tables)
+    document.describe(routes)
     app = Starlette(
-        routes=[*_routes(tables), Mount(SOCKETIO_PATH, app=realtime.asgi)],
+        routes=[*routes, Mount(SOCKETIO_PATH, app=realtime.asgi)],
         middleware=middleware,
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final, cast
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +40,7 @@ from .wire import JSONResponse, iso, now_iso
 __all__ = [
     "APIError",
     "as_api_error",
+    "error_body",
     "error_response",
     "guarded",
     "http_exception",
@@ -128,6 +130,11 @@ def error_response(error: APIError) -> Response:
         status_code=error.status,
         headers=error.headers,
     )
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON error body as bytes, for answers sent below Starlette (middleware, protocol)."""
+    return orjson.dumps({"error": {"code": code, "message": message, "timestamp": now_iso()}})
 
 
 def guarded(fn: Endpoint) -> Endpoint:

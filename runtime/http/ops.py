@@ -164,7 +164,7 @@ class OpsRoutes:
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: store metrics as JSON, or in the Prometheus text format."""
         wanted = request.query_params.get("format", "").strip().lower()
-        if wanted not in ("", "json", "prometheus"):
+        if wanted not in ("json", "prometheus") and "format" in request.query_params:
             raise invalid(f"'format' must be 'json' or 'prometheus', got {wanted!r}")
         accept = request.headers.get("accept", "")
         scraper = "text/plain" in accept or "openmetrics" in accept

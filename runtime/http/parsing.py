@@ -34,7 +34,9 @@ __all__ = [
     "message_content",
     "metadata_field",
     "optional_object",
+    "patched_timeout",
     "query_cursor",
+    "query_int",
     "query_limit",
     "read_json_object",
     "require_fields",
@@ -57,6 +59,7 @@ _UUID: Final = re.compile(
 )
 _HEX: Final = re.compile(r"0[xX][0-9a-fA-F]+")
 _LEADING_INT: Final = re.compile(r"\s*([+-]?[0-9]+)")
+_STRICT_INT: Final = re.compile(r"[+-]?[0-9]{1,18}")
 _ISO_START: Final = re.compile(r"\s*[0-9]{4}-[0-9]{2}")
 _MAX_DATE_MS: Final = 8.64e15  # the JavaScript Date range
 _CONTENT_LENGTH: Final = re.compile(r"[0-9]{1,19}")
@@ -256,6 +259,51 @@ def merge_timeout(
     }
 
 
+_TIMEOUT_NUMBERS: Final = ("timeoutMinutes", "maxDurationMinutes", "warningThresholdMinutes")
+
+
+def patched_timeout(
+    body: Mapping[str, Any], defaults: SessionsConfig, limits: SessionLimits
+) -> dict[str, Any]:
+    """ElizaOS's rules for ``PATCH .../timeout``: stricter than create's, then the same merge.
+
+    The minute fields must be numbers or strings and ``autoRenew`` a boolean
+    (else 400); a ``timeoutMinutes`` that is a number outside
+    ``min_timeout..max_timeout`` is refused (create clamps it), one that is not
+    a number takes the default. Every field not sent is reset to the server's
+    default, as ElizaOS merges over its defaults, not over the session's settings.
+
+    Raises:
+        APIError: 400 ``VALIDATION_ERROR`` with ElizaOS's message.
+    """
+    malformed = any(
+        name in body and (type(body[name]) not in (int, float, str)) for name in _TIMEOUT_NUMBERS
+    ) or ("autoRenew" in body and not isinstance(body["autoRenew"], bool))
+    if malformed:
+        raise _timeout_error("Invalid timeout configuration format", body)
+    if "timeoutMinutes" in body:
+        value = _number(body["timeoutMinutes"])
+        if math.isfinite(value) and not limits.min_timeout <= value <= limits.max_timeout:
+            raise _timeout_error(
+                f"Timeout must be between {_js_number(limits.min_timeout)}"
+                f" and {_js_number(limits.max_timeout)} minutes",
+                body,
+            )
+    return merge_timeout(body, defaults, limits)
+
+
+def _timeout_error(reason: str, config: Mapping[str, Any]) -> APIError:
+    return invalid(
+        f"Invalid timeout configuration: {reason}",
+        details={"reason": reason, "providedConfig": dict(config)},
+    )
+
+
+def _js_number(value: float) -> str:
+    """*value* as JavaScript prints a number (``5``, ``0.5``)."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 def send_options(body: Mapping[str, Any]) -> str:
     """A send body's transport (``transport``, else the legacy ``mode``), checked as ElizaOS does.
 
@@ -286,6 +334,25 @@ def query_limit(request: Request, maximum: int) -> int:
     if found is None:
         return min(DEFAULT_PAGE, maximum)
     return min(max(int(found.group(1)), 1), maximum)
+
+
+def query_int(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """Query parameter *name*: a whole number from *minimum* to *maximum*; *default* when absent.
+
+    Strict, unlike the ElizaOS-compatible :func:`query_limit`: these parameters
+    are this server's own, so a value out of range is a 400 rather than a guess.
+    """
+    if name not in request.query_params:
+        return default
+    raw = request.query_params[name].strip()
+    if _STRICT_INT.fullmatch(raw):
+        value = int(raw)
+        if minimum <= value <= maximum:
+            return value
+    raise invalid(
+        f"'{name}' must be a whole number from {minimum} to {maximum}, got {raw!r}",
+        details={"parameter": name, "minimum": minimum, "maximum": maximum},
+    )
 
 
 def query_cursor(request: Request, name: str) -> int | None:

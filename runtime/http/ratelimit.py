@@ -8,9 +8,17 @@ with ElizaOS's body, and answers carry ``RateLimit-Policy``, ``RateLimit-Limit``
 ``RateLimit-Remaining`` and ``RateLimit-Reset`` (plus ``Retry-After`` on a 429).
 ``0`` turns the limit off. Preflights are not counted.
 
-Each counted request is one atomic ``update()`` of the client's window. If the
-store cannot answer, the request is let through (and logged once per outage):
-a limiter must not turn a store hiccup into refusing every client.
+Requests are counted with atomic ``update()`` calls of the client's window.
+Two things keep their cost low on Redis (bench/http_limiter.py): a client's
+concurrent requests in one process share one call, each still getting its
+exact place (:class:`_Coalescer`); and for limits of 200 and more, one call
+reserves 1 % of the limit (at most 256 places) that the process then hands out
+without asking the store (:func:`lease_size`). A replica may so hold a few
+unused places of a client's budget while another refuses that client; limits
+under 200 are counted exactly, one place per request.
+
+If the store cannot answer, the request is let through (and logged once per
+outage): a limiter must not turn a store hiccup into refusing every client.
 
 Why not the ``limits`` library: its strategies read the window back for the
 headers (two more store round trips per request), and its storage interface
@@ -22,20 +30,30 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import anyio
 import orjson
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kvstore import KVStore, KVStoreError
 from kvstore.options import check_int, parse_int
 
-__all__ = ["DEFAULT_RATE_LIMIT", "RATE_LIMIT_STORE", "RateLimit", "RateLimitMiddleware"]
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "RATE_LIMIT_STORE",
+    "RateLimit",
+    "RateLimitMiddleware",
+    "Window",
+    "lease_size",
+]
 
 logger = logging.getLogger(__name__)
+
+_MAX_LEASE: Final = 256
+_MAX_LEASES: Final = 4096
 
 RATE_LIMIT_STORE: Final = "rate_limit"
 """The name of the store holding the counters."""
@@ -93,15 +111,138 @@ DEFAULT_RATE_LIMIT: Final = RateLimit(1000, 900)
 """ElizaOS's limit on its API: 1000 requests per 15 minutes per client."""
 
 
-def _count(now: float, seconds: int) -> Callable[[Any], list[float]]:
-    """The update of one client's window ``[count, resets_at]`` for a request at *now*."""
+def _count(now: float, seconds: int, requests: int = 1) -> Callable[[Any], list[float]]:
+    """The update of one client's window ``[count, resets_at]`` for *requests* at *now*."""
 
     def bump(window: Any) -> list[float]:
         if not isinstance(window, list) or len(window) != 2 or now >= window[1]:
-            return [1, now + seconds]
-        return [window[0] + 1, window[1]]
+            return [requests, now + seconds]
+        return [window[0] + requests, window[1]]
 
     return bump
+
+
+Window = tuple[float, float]
+"""A client's window after a request: ``(count, resets_at)``."""
+
+
+class _Waiter:
+    """One request waiting for its place in a client's window."""
+
+    __slots__ = ("event", "failure", "lead", "result", "update")
+
+    def __init__(self, update: Callable[[int], Awaitable[Window]]) -> None:
+        self.event = anyio.Event()
+        self.update = update
+        self.lead = False
+        self.result: Window | None = None
+        self.failure: Exception | None = None
+
+
+class _Coalescer:
+    """Counts a client's concurrent requests with one store update per batch.
+
+    At most one update per client is in flight in a process; requests arriving
+    meanwhile queue up, and the first of them, once that update is done, counts
+    the whole queue with the next one. Each request still gets its own exact
+    place (the count after its batch, minus those queued behind it), so a
+    limit holds exactly as with one update per request; only the store round
+    trips are shared. Without it, the concurrent requests of one client (all of
+    those behind one proxy) would each update the same key and, on Redis, lose
+    most of their WATCH transactions to each other.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[str, list[_Waiter]] = {}
+
+    async def count(self, key: str, update: Callable[[int], Awaitable[Window]]) -> Window:
+        """This request's window; ``update(n)`` counts *n* requests in the store.
+
+        Raises:
+            Exception: what the batch's ``update`` raised (each request of the batch gets it).
+        """
+        waiter = _Waiter(update)
+        queue = self._queues.get(key)
+        if queue is None:
+            self._queues[key] = [waiter]
+            waiter.lead = True
+        else:
+            queue.append(waiter)
+            try:
+                await waiter.event.wait()
+            except BaseException:
+                self._withdraw(key, waiter)
+                raise
+        if waiter.lead:
+            await self._lead(key)
+        if waiter.failure is not None:
+            raise waiter.failure
+        assert waiter.result is not None  # set before the waiter was woken
+        return waiter.result
+
+    def _withdraw(self, key: str, waiter: _Waiter) -> None:
+        """A waiter cancelled before its batch was taken leaves; leading passes on."""
+        queue = self._queues.get(key)
+        if queue is None or waiter not in queue:
+            return  # its batch is being counted already
+        queue.remove(waiter)
+        if not waiter.lead:
+            return
+        if queue:
+            queue[0].lead = True
+            queue[0].event.set()
+        else:
+            del self._queues[key]
+
+    async def _lead(self, key: str) -> None:
+        """Count the queue of *key* (this waiter first) and wake it; hand over to the next."""
+        batch = self._queues[key]
+        following: list[_Waiter] = []
+        self._queues[key] = following
+        try:
+            count, resets_at = await batch[0].update(len(batch))
+        except Exception as err:
+            for waiter in batch:
+                waiter.failure = err
+        except BaseException:
+            # The leader's own request was cancelled: the others go back to
+            # the front of the queue, uncounted, and the first of them leads.
+            following[:0] = batch[1:]
+            raise
+        else:
+            for place, waiter in enumerate(batch):
+                waiter.result = (count - len(batch) + 1 + place, resets_at)
+        finally:
+            if following:
+                following[0].lead = True
+                following[0].event.set()
+            else:
+                del self._queues[key]
+        for waiter in batch[1:]:
+            waiter.event.set()
+
+
+def lease_size(limit: RateLimit) -> int:
+    """How many requests one store update reserves for a client: 1% of the limit, 1 to 256.
+
+    A process serves its reserved requests without asking the store again
+    (until the window ends), so a replica may hold at most this many requests
+    of a client's budget unused while another refuses it; small limits (under
+    200) are counted one request at a time, exactly.
+
+    >>> lease_size(RateLimit(1000, 900)), lease_size(RateLimit(100, 60))
+    (10, 1)
+    """
+    return max(1, min(_MAX_LEASE, limit.requests // 100))
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Places of a client's window this process reserved: ``next..last``, until *resets_at*."""
+
+    next: float
+    last: float
+    resets_at: float
 
 
 class RateLimitMiddleware:
@@ -128,6 +269,46 @@ class RateLimitMiddleware:
         self._store = store
         self._clock = clock
         self._failing = False
+        self._counts = _Coalescer()
+        self._leases: dict[str, _Lease] = {}
+        self._lease_size = lease_size(limit)
+        self._fixed_headers = (
+            (b"ratelimit-policy", limit.policy.encode()),
+            (b"ratelimit-limit", str(limit.requests).encode()),
+        )
+
+    async def _place(self, scope: Scope, client: str, now: float) -> Window:
+        """The request's place in its client's window: from a lease, else from the store."""
+        lease = self._leases.get(client)
+        if lease is not None and lease.next <= lease.last and now < lease.resets_at:
+            lease.next += 1
+            return lease.next - 1, lease.resets_at
+        store = self._store_for(scope)
+        limit = self._limit
+
+        async def update(requests: int) -> Window:
+            # One key per client: its window starts with its first request, so
+            # no boundary shared by every client resets all budgets at once.
+            reserved = max(requests, self._lease_size)
+            window = await store.update(
+                client, _count(self._clock(), limit.seconds, reserved), ttl=limit.seconds + 1
+            )
+            count, resets_at = float(window[0]), float(window[1])
+            if reserved > requests:
+                self._lease(client, _Lease(count - reserved + requests + 1, count, resets_at))
+            return count - reserved + requests, resets_at
+
+        return await self._counts.count(client, update)
+
+    def _lease(self, client: str, lease: _Lease) -> None:
+        leases = self._leases
+        if len(leases) >= _MAX_LEASES and client not in leases:
+            now = self._clock()
+            for name in [name for name, old in leases.items() if old.resets_at <= now]:
+                del leases[name]
+            if len(leases) >= _MAX_LEASES:
+                leases.clear()  # unused credit is dropped: a client may be refused early
+        leases[client] = lease
 
     def _store_for(self, scope: Scope) -> KVStore:
         if self._store is None:
@@ -148,11 +329,7 @@ class RateLimitMiddleware:
         client = (scope.get("client") or ("unknown", 0))[0]
         now = self._clock()
         try:
-            # One key per client: its window starts with its first request, so
-            # no boundary shared by every client resets all budgets at once.
-            count, resets_at = await self._store_for(scope).update(
-                client, _count(now, limit.seconds), ttl=limit.seconds + 1
-            )
+            count, resets_at = await self._place(scope, client, now)
         except KVStoreError as err:
             if not self._failing:
                 logger.warning("rate limit not enforced while the store fails: %s", err)
@@ -160,12 +337,12 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         self._failing = False
-        reset = max(1, math.ceil(resets_at - now))
+        reset = str(max(1, math.ceil(resets_at - now))).encode()
+        # Raw header pairs, appended as they are: no route sets these itself.
         headers = [
-            ("ratelimit-policy", limit.policy),
-            ("ratelimit-limit", str(limit.requests)),
-            ("ratelimit-remaining", str(max(0, limit.requests - int(count)))),
-            ("ratelimit-reset", str(reset)),
+            *self._fixed_headers,
+            (b"ratelimit-remaining", str(max(0, limit.requests - int(count))).encode()),
+            (b"ratelimit-reset", reset),
         ]
         if count > limit.requests:
             await send(
@@ -175,8 +352,8 @@ class RateLimitMiddleware:
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(_TOO_MANY)).encode()),
-                        (b"retry-after", str(reset).encode()),
-                        *((name.encode(), value.encode()) for name, value in headers),
+                        (b"retry-after", reset),
+                        *headers,
                     ],
                 }
             )
@@ -185,9 +362,7 @@ class RateLimitMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for name, value in headers:
-                    response_headers.setdefault(name, value)
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

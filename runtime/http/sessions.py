@@ -8,7 +8,7 @@ absent ``data`` and resolves to ``undefined`` on both servers alike.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +20,9 @@ from .parsing import (
     check_message,
     message_content,
     metadata_field,
+    patched_timeout,
     query_cursor,
+    query_int,
     query_limit,
     read_json_object,
     require_fields,
@@ -44,7 +46,12 @@ from .wire import (
     websocket_send_json,
 )
 
-__all__ = ["SessionRoutes"]
+__all__ = ["MAX_LIST_OFFSET", "MAX_LIST_PAGE", "SessionRoutes"]
+
+MAX_LIST_PAGE: Final = 1000
+"""Most sessions one list answer holds (and its default ``limit``)."""
+MAX_LIST_OFFSET: Final = 10**12
+"""Largest ``offset`` accepted by the list."""
 
 _T = TypeVar("_T")
 
@@ -77,6 +84,7 @@ class SessionRoutes:
             f"{one}/messages": {"GET": self.get_messages, "POST": self.send_message},
             f"{one}/renew": {"POST": self.renew},
             f"{one}/heartbeat": {"POST": self.heartbeat},
+            f"{one}/timeout": {"PATCH": self.update_timeout},
         }
 
     # -- sessions ------------------------------------------------------------------------------
@@ -102,14 +110,21 @@ class SessionRoutes:
         )
 
     async def list_sessions(self, request: Request) -> Response:
-        """GET /api/messaging/sessions: live sessions, newest first (``agentId`` filters)."""
+        """GET /api/messaging/sessions: live sessions, newest first (``agentId`` filters).
+
+        ``limit`` (0..1000, default 1000) and ``offset`` (default 0) page the
+        answer; ``total`` counts every live session, not just the page.
+        """
         agent_id = request.query_params.get("agentId", "").strip() or None
+        limit = query_int(request, "limit", default=MAX_LIST_PAGE, minimum=0, maximum=MAX_LIST_PAGE)
+        offset = query_int(request, "offset", default=0, minimum=0, maximum=MAX_LIST_OFFSET)
         sessions = await self.sessions.list(agent_id=agent_id)
         # The manager lists live sessions only; expired ones are gone for clients.
         total = len(sessions)
         stats = {"totalSessions": total, "activeSessions": total, "expiredSessions": 0}
+        page = sessions[offset : offset + limit]
         return JSONResponse(
-            {"sessions": [session_json(s) for s in sessions], "total": total, "stats": stats}
+            {"sessions": [session_json(s) for s in page], "total": total, "stats": stats}
         )
 
     async def get_session(self, request: Request) -> Response:
@@ -134,6 +149,16 @@ class SessionRoutes:
     async def heartbeat(self, request: Request) -> Response:
         """POST .../{id}/heartbeat: record activity (renews with auto-renew)."""
         session = await self._live(self.sessions.heartbeat(request.path_params["session_id"]))
+        return JSONResponse(session_json(session))
+
+    async def update_timeout(self, request: Request) -> Response:
+        """PATCH .../{id}/timeout: new timeout settings, ElizaOS's rules (unsent fields reset)."""
+        session_id = request.path_params["session_id"]
+        body = await read_json_object(request, self.max_body_bytes)
+        # ElizaOS's order: the session (404, or 410 and deleted), then the body.
+        await self._live(self.sessions.get(session_id))
+        timeout = patched_timeout(body, self.sessions.config, self.served.limits)
+        session = await self._live(self.sessions.update_timeout(session_id, timeout))
         return JSONResponse(session_json(session))
 
     # -- messages -------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from ..errors import (
 from ..messages import Message
 from ..state import STATE_CACHE_STORE
 from . import idempotency
-from .config import SessionsConfig, TimeoutConfig
+from .config import TIMEOUT_FIELDS, SessionsConfig, TimeoutConfig
 from .history import read_page
-from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, session_key
+from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, message_key, session_key
 from .models import Exchange, ExpiredHook, MessagePage, Session, SessionsRuntime
 from .record import SessionRecord, StoredTimeout
 from .sweeper import Skip, Sweeper, decoded
@@ -43,6 +43,9 @@ from .writer import Draft, SessionWriter
 __all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
+
+_EXPIRE_BATCH = 64
+"""TTL changes sent concurrently when a session's max duration grows."""
 
 
 def _state_store(runtime: SessionsRuntime) -> KVStore | None:
@@ -114,6 +117,8 @@ class SessionManager:
             clock=self._clock,
             grace_seconds=self._config.grace_seconds,
             commit_timeout=self._config.commit_timeout,
+            answer_ttl=self._config.idempotency_window,
+            lease_seconds=self._config.idempotency_pending_seconds,
         )
 
     @property
@@ -214,6 +219,76 @@ class SessionManager:
 
         record = await self._modify(sid, now, lambda live: live.beat(now))
         return record.to_session(self._clock)
+
+    async def update_timeout(
+        self,
+        session_id: str,
+        # The name is the Sessions API's (a session timeout, not a call deadline).
+        timeout: TimeoutConfig | Mapping[str, Any],  # noqa: ASYNC109
+    ) -> Session:
+        """Change the live session's timeout settings; ``expires_at`` follows at once.
+
+        Fields of *timeout* that are None keep the session's current values.
+        ``expires_at`` is recomputed by the usual rule from the session's last
+        activity (or last renewal, without auto-renew), so a shorter timeout may
+        leave the session already expired; the activity, the renewal count and
+        the messages are unchanged. Unlike :meth:`create`, the timeout is not
+        capped by the max duration (ElizaOS keeps both as given; the expiry is
+        never past ``created_at`` + max duration anyway). Atomic on every
+        backend: one ``update`` of the record.
+
+        Raises:
+            InvalidSessionInputError: a value that is not a positive number of minutes.
+            SessionNotFoundError: unknown id.
+            SessionExpiredError: the session expired before the change.
+        """
+        sid = check_id(session_id)
+        if isinstance(timeout, Mapping):
+            timeout = TimeoutConfig.from_mapping(timeout)
+        elif not isinstance(timeout, TimeoutConfig):
+            raise InvalidSessionInputError(
+                f"timeout must be a TimeoutConfig or a dict, not {type(timeout).__name__}"
+            )
+        now = self._clock()
+        stored = await self._store.get(session_key(sid))
+        old = self._check_live(stored, sid, now)
+        current = old.timeout
+        new = StoredTimeout(
+            *(
+                getattr(current, name) if getattr(timeout, name) is None else getattr(timeout, name)
+                for name in TIMEOUT_FIELDS
+            )
+        )
+        # The record's TTL, fixed before the update runs, from the new settings.
+        ttl = max(old.with_timeout(new).expiry_bound(now) - now, 0.0) + self._config.grace_seconds
+        changed: SessionRecord | None = None
+
+        def apply(value: Any) -> dict[str, Any]:
+            nonlocal changed
+            live = old if value == stored else self._check_live(value, sid, now)
+            changed = live.with_timeout(new)
+            return changed.to_dict()
+
+        result = await self._store.update(session_key(sid), apply, ttl=ttl)
+        if changed is None:  # a store that did not call apply; cannot happen with ours
+            changed = SessionRecord.from_dict(result)
+        if changed.expires_at < old.expires_at:
+            # The sweep finds a session in the bucket of its expiry; a later one
+            # it finds on the way (renewals), an earlier one must be indexed.
+            await self._sweeper.index(sid, changed.expires_at, now)
+        if changed.latest_end > old.latest_end:
+            await self._extend_keys(changed, now)
+        return changed.to_session(self._clock)
+
+    async def _extend_keys(self, record: SessionRecord, now: float) -> None:
+        """Keep the session's index entry and messages until its new latest end."""
+        ttl = record.latest_end - now + self._config.grace_seconds
+        keys = [agent_prefix(record.agent_id) + record.id]
+        keys += [message_key(record.id, seq) for seq in range(record.message_count)]
+        for start in range(0, len(keys), _EXPIRE_BATCH):
+            async with anyio.create_task_group() as group:
+                for key in keys[start : start + _EXPIRE_BATCH]:
+                    group.start_soon(self._store.expire, key, ttl)
 
     async def end(self, session_id: str) -> bool:
         """Remove the session and its messages; False if there was no such session.
@@ -325,38 +400,40 @@ class SessionManager:
         # Fail fast, before a reply is made for a session that is gone.
         record = await self._load(sid, now)
         if key is None:
-            return await self._reply_and_store(record, text, meta, None, None)
+            return await self._reply_and_store(record, text, meta, None)
         print_ = idempotency.fingerprint(text, meta)
-        marker = idempotency.marker_key(sid, key)
-        pending_for = self._config.idempotency_pending_seconds
-        while not await self._store.add(marker, idempotency.pending(print_, now), ttl=pending_for):
-            found = await self._store.get(marker)
-            if found is not None:  # else it expired meanwhile: try again
+        lease = idempotency.Lease(idempotency.marker_key(sid, key), print_)
+        lease_for = self._config.idempotency_pending_seconds
+        mine = idempotency.pending(lease, now)
+        while not await self._store.add(lease.marker, mine, ttl=lease_for):
+            found = await self._store.get(lease.marker)
+            if not idempotency.is_free(found):
                 return idempotency.replay(found, print_, key)
-        # The marker is kept alive while this request runs, so a retry sees it in
-        # flight however long the reply takes, and it lapses soon after this
-        # process dies. Past 80 % of its last known life this request stores
-        # nothing: a retry may have taken over.
-        valid_until = now + pending_for
+            try:  # its request failed, or it lapsed meanwhile: take it over
+                await self._store.update(
+                    lease.marker, idempotency.take_over(lease, now), ttl=lease_for
+                )
+                break
+            except idempotency.ClaimLostError:
+                continue  # another request took it first
 
-        async def keep_marker() -> None:
-            nonlocal valid_until
+        async def keep_lease() -> None:
+            # So that a retry sees this request in flight however long the reply
+            # takes; once lost (this process stalled), the claim fails anyway.
             while True:
-                await anyio.sleep(pending_for / 3)
-                renewed_at = self._clock()
+                await anyio.sleep(lease_for / 3)
                 try:
-                    if await self._store.expire(marker, pending_for):
-                        valid_until = renewed_at + pending_for
+                    await self._store.update(lease.marker, self._extended(lease), ttl=lease_for)
+                except idempotency.ClaimLostError:
+                    return
                 except Exception:
-                    logger.warning("could not extend idempotency marker %r", marker)
+                    logger.warning("could not extend idempotency marker %r", lease.marker)
 
         outcome: Exchange | BaseException | None = None
         async with anyio.create_task_group() as group:
-            group.start_soon(keep_marker)
+            group.start_soon(keep_lease)
             try:
-                outcome = await self._reply_and_store(
-                    record, text, meta, (marker, print_), lambda: valid_until - 0.2 * pending_for
-                )
+                outcome = await self._reply_and_store(record, text, meta, lease)
             except BaseException as err:
                 # Raised below, outside the task group, as itself (not in an ExceptionGroup).
                 outcome = err
@@ -364,19 +441,30 @@ class SessionManager:
                 group.cancel_scope.cancel()
         if isinstance(outcome, Exchange):
             return outcome
+        if isinstance(outcome, idempotency.ClaimLostError):
+            # Another request holds the key now: its exchange is the one stored.
+            return idempotency.after_loss(outcome.found, print_, key)
         with anyio.CancelScope(shield=True):
-            await self._forget(marker)
+            await self._release(lease)
         if outcome is None:  # cancelled from outside: the scope swallowed nothing of ours
             raise anyio.get_cancelled_exc_class()()
         raise outcome
+
+    @staticmethod
+    def _extended(lease: idempotency.Lease) -> Callable[[Any], Any]:
+        def apply(current: Any) -> Any:
+            if not idempotency.owned_by(current, lease.owner):
+                raise idempotency.ClaimLostError(current)
+            return current
+
+        return apply
 
     async def _reply_and_store(
         self,
         record: SessionRecord,
         text: str,
         meta: dict[str, Any],
-        remember: tuple[str, str] | None,
-        deadline: Callable[[], float] | None,
+        lease: idempotency.Lease | None,
     ) -> Exchange:
         sid = record.id
         user = Draft("user", text, meta)
@@ -389,32 +477,13 @@ class SessionManager:
             if not isinstance(reply_text, str):
                 raise TypeError(f"generate_reply returned a {type(reply_text).__name__}, not a str")
             reply = Draft("agent", reply_text, {"in_reply_to": user.id})
-
-            def extra(messages: builtins.list[Message]) -> dict[str, Any]:
-                if remember is None:
-                    return {}
-                marker, print_ = remember
-                return {marker: idempotency.answer(print_, Exchange(*messages))}
-
             stored = await self._writer.append(
-                sid,
-                [user, reply],
-                renewals=1,
-                extra=extra,
-                extra_ttl=self._config.idempotency_window if remember else 0.0,
-                deadline=deadline,
-                known=record,
+                sid, [user, reply], renewals=1, lease=lease, known=record
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._forget_state(user.id)
             raise
-        if remember is not None:
-            # Written with the messages' TTL when that is longer; the window is the promise.
-            try:
-                await self._store.expire(remember[0], self._config.idempotency_window)
-            except Exception:
-                logger.warning("could not shorten idempotency marker %r", remember[0])
         return Exchange(*stored)
 
     async def open_exchange(
@@ -463,12 +532,19 @@ class SessionManager:
         (stored,) = await self._writer.append(user.session_id, [draft], renewals=0)
         return stored
 
-    async def _forget(self, marker: str) -> None:
+    async def _release(self, lease: idempotency.Lease) -> None:
+        """Free *lease*'s marker for a retry, if it is still this request's pending one."""
         try:
-            await self._store.delete(marker)
+            await self._store.update(
+                lease.marker,
+                idempotency.revoke(lease.owner),
+                ttl=self._config.idempotency_pending_seconds,
+            )
+        except idempotency.ClaimLostError:
+            pass  # answered (the claim was made), or another request's now
         except Exception:
             # It expires after idempotency_pending_seconds anyway.
-            logger.warning("could not release idempotency marker %r", marker)
+            logger.warning("could not release idempotency marker %r", lease.marker)
 
     async def _forget_state(self, message_id: str) -> None:
         if self._state_store is None:

@@ -14,7 +14,10 @@ stored form, which is (key order included)::
      "pending": [[first_seq, count, allocated_at], ...], "holes": int}
 
 ``v`` is the format version (2; the first release wrote 1, without ``pending``
-and ``holes``, which read as ``[]`` and ``0``).
+and ``holes``, which read as ``[]`` and ``0``). A pending range holding
+exchanges sent with an idempotency key has a fourth element, its fences:
+``[[seq, count, marker_key, owner], ...]`` (:class:`Fence`, see
+:mod:`.idempotency`); a range without one has three.
 
 Seqs ``0..message_count-1`` are allocated. A writer allocates a range, writes
 its messages, then commits the range (removes it from ``pending``). Readers
@@ -49,7 +52,7 @@ from ..errors import SessionRecordError
 from .config import TIMEOUT_FIELDS, TimeoutConfig
 from .models import Session
 
-__all__ = ["RECORD_VERSION", "RecordState", "SessionRecord", "StoredTimeout"]
+__all__ = ["RECORD_VERSION", "Fence", "Pending", "RecordState", "SessionRecord", "StoredTimeout"]
 
 RECORD_VERSION: Final = 2
 """The format version :meth:`SessionRecord.to_dict` writes (the ``v`` field)."""
@@ -63,8 +66,11 @@ _STATES: Final[dict[object, RecordState]] = {
     "ended": "ended",
 }
 
-Pending = tuple[int, int, float]
-"""An allocated, uncommitted range of seqs: ``(first_seq, count, allocated_at)``."""
+Fence = tuple[int, int, str, str]
+"""Seqs of an exchange sent with an idempotency key: ``(first_seq, count, marker_key, owner)``."""
+
+Pending = tuple[int, int, float, tuple[Fence, ...]]
+"""An allocated, uncommitted range of seqs: ``(first_seq, count, allocated_at, fences)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +201,7 @@ class SessionRecord:
     @property
     def watermark(self) -> int:
         """Readers read seqs below this: the oldest pending seq, else ``message_count``."""
-        return min((first for first, _, _ in self.pending), default=self.message_count)
+        return min((entry[0] for entry in self.pending), default=self.message_count)
 
     @property
     def visible_count(self) -> int:
@@ -208,15 +214,20 @@ class SessionRecord:
 
     # -- transitions ----------------------------------------------------------------
 
-    def with_messages(self, now: float, count: int, *, renewals: int) -> SessionRecord:
+    def with_messages(
+        self, now: float, count: int, *, renewals: int, fences: tuple[Fence, ...] = ()
+    ) -> SessionRecord:
         """*count* more messages, allocated as one pending range at *now*.
 
-        Each gets its own whole millisecond (:meth:`stamps`): *now*'s, or the
+        Each gets its own whole millisecond (:meth:`stamps_after`): *now*'s, or the
         one after the previous message's when the clock has not moved on, so
         a burst may run a few milliseconds ahead of the clock. *renewals*: how
         many of them are user activity, each counting a renewal with auto-renew.
+        *fences*: the range's keyed exchanges, seqs counted from the range's
+        start (stored with seqs made absolute).
         """
         stamps = self.stamps_after(now, count)
+        base = self.message_count
         activity = max(self.last_activity, now)
         return dataclasses.replace(
             self,
@@ -226,7 +237,15 @@ class SessionRecord:
             last_activity=activity,
             renewal_count=self.renewal_count + (renewals if self.timeout.auto_renew else 0),
             expires_at=self._expiry(activity, self.renewed_at),
-            pending=(*self.pending, (self.message_count, count, now)),
+            pending=(
+                *self.pending,
+                (
+                    self.message_count,
+                    count,
+                    now,
+                    tuple((base + seq, n, key, owner) for seq, n, key, owner in fences),
+                ),
+            ),
         )
 
     def stamps_after(self, now: float, count: int) -> list[float]:
@@ -268,6 +287,13 @@ class SessionRecord:
             last_activity=activity,
             renewal_count=self.renewal_count + (1 if self.timeout.auto_renew else 0),
             expires_at=self._expiry(activity, self.renewed_at),
+        )
+
+    def with_timeout(self, timeout: StoredTimeout) -> SessionRecord:
+        """New timeout settings; ``expires_at`` recomputed from the same activity and renewal."""
+        changed = dataclasses.replace(self, timeout=timeout)
+        return dataclasses.replace(
+            changed, expires_at=changed._expiry(self.last_activity, self.renewed_at)
         )
 
     def with_state(self, state: RecordState) -> SessionRecord:
@@ -318,7 +344,7 @@ class SessionRecord:
             "state": self.state,
             "expires_at": self.expires_at,
             "id": self.id,
-            "pending": [list(entry) for entry in self.pending],
+            "pending": [_pending_to_list(entry) for entry in self.pending],
             "holes": self.holes,
         }
 
@@ -393,18 +419,46 @@ def _decode_v2(data: Mapping[str, Any]) -> SessionRecord:
     entries: list[Pending] = []
     if type(pending) is list and type(holes) is int:
         for entry in pending:
-            if type(entry) is not list or len(entry) != 3:
+            decoded = _pending_from_list(entry)
+            if decoded is None:
                 break
-            first, count, at = entry
-            if type(first) is not int or type(count) is not int or type(at) not in _NUMBER:
-                break
-            entries.append((first, count, at))
+            entries.append(decoded)
         else:
             return dataclasses.replace(record, pending=tuple(entries), holes=holes)
     raise SessionRecordError(
         f"session record {data.get('id')!r}: fields 'pending'/'holes' are malformed;"
         " is another program writing to the sessions store?"
     )
+
+
+def _pending_to_list(entry: Pending) -> list[Any]:
+    first, count, at, fences = entry
+    if not fences:
+        return [first, count, at]
+    return [first, count, at, [list(fence) for fence in fences]]
+
+
+def _pending_from_list(entry: Any) -> Pending | None:
+    """A stored pending range, or None if malformed."""
+    if type(entry) is not list or len(entry) not in (3, 4):
+        return None
+    first, count, at = entry[:3]
+    if type(first) is not int or type(count) is not int or type(at) not in _NUMBER:
+        return None
+    stored = entry[3] if len(entry) == 4 else []
+    if type(stored) is not list:
+        return None
+    fences: list[Fence] = []
+    for fence in stored:
+        if type(fence) is not list or len(fence) != 4:
+            return None
+        seq, n, key, owner = fence
+        if type(seq) is not int or type(n) is not int or type(key) is not str:
+            return None
+        if type(owner) is not str:
+            return None
+        fences.append((seq, n, key, owner))
+    return (first, count, at, tuple(fences))
 
 
 def _decode_v1(data: Mapping[str, Any]) -> SessionRecord:

@@ -4,10 +4,17 @@ An append is three store steps, whatever the backend:
 
 1. an atomic ``update`` of the record allocates a range of seqs (and their
    whole-millisecond timestamps) and lists it as pending;
-2. one ``set_many`` writes the messages, together with whatever else must
-   become durable with them (the idempotency answer);
+2. one ``set_many`` writes the messages;
 3. an ``update`` commits the range: readers now see it (they never read past
    the oldest pending range, see :mod:`.record`).
+
+An exchange sent with an idempotency key adds a step between 2 and 3: the
+*claim*, an ``update`` of its marker that stores the answer only if the marker
+still names this request as its owner (:mod:`.idempotency`). An append whose
+claim is lost overwrites its messages with tombstones before the commit, which
+counts them as holes, so a stalled request whose marker a retry took over
+never stores its exchange next to the retry's. The pending range lists its
+keyed exchanges (:data:`~.record.Fence`) for whoever has to give it up.
 
 Inside one process the appends to one session go through a *lane*: the task
 that gets the lane's lock writes every append queued so far as one batch (one
@@ -17,12 +24,14 @@ an optimistic-transaction retry storm; replicas still coordinate through the
 record's atomic ``update`` only, so any :class:`~kvstore.KVStore` works.
 
 A range whose writer died between steps 1 and 3 would hold the watermark
-forever: after ``commit_timeout`` the next writer gives it up. It ``add``\\ s a
-tombstone at each seq of the range that has no message (``add`` is atomic, so a
-message that made it in is kept, and a tombstone is never overwritten by a late
-writer, which instead fails), then drops the range, counting the tombstones
-as holes. A writer checks the clock before step 2 and gives up its own range
-past half of ``commit_timeout``, so a live writer is never overtaken.
+forever: after ``commit_timeout`` the next writer gives it up. For a keyed
+exchange it first revokes the marker if its owner still holds it pending, so a
+late claim fails, and overwrites the exchange's seqs with tombstones unless the
+claim was made (then the answer was given, and the messages stay). Elsewhere
+it ``add``\\ s a tombstone at each seq that has no message (``add`` is atomic,
+so a message that made it in is kept). Then it drops the range, counting the
+seqs that hold no message as holes. A writer checks the clock before step 2 and
+gives up its own range past half of ``commit_timeout``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,9 +49,11 @@ from kvstore import KVStore
 
 from ..errors import ExchangeNotStoredError
 from ..messages import Message, Role
-from .history import TOMBSTONE_FIELD
+from . import idempotency
+from .history import TOMBSTONE_FIELD, is_hole
+from .idempotency import ClaimLostError, Lease
 from .keys import message_key, session_key
-from .record import Pending, SessionRecord
+from .record import Fence, Pending, SessionRecord
 
 __all__ = ["Draft", "SessionWriter"]
 
@@ -50,9 +61,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_BATCH: Final = 256
 """Appends written in one batch at most (bounds one set_many)."""
-
-Extra = Callable[[list[Message]], Mapping[str, Any]]
-"""Given an append's stored messages, more keys to write in the same ``set_many``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +77,7 @@ class Draft:
 class _Append:
     drafts: Sequence[Draft]
     renewals: int
-    extra: Extra | None
-    extra_ttl: float
-    deadline: Callable[[], float] | None
+    lease: Lease | None
     known: SessionRecord | None = None
     done: bool = False
     messages: list[Message] = field(default_factory=list)
@@ -94,6 +100,8 @@ class SessionWriter:
         clock: seconds since the epoch.
         grace_seconds: how long message keys outlive the session's latest end.
         commit_timeout: after this, a pending range is given up.
+        answer_ttl: how long a claimed idempotency answer is kept.
+        lease_seconds: life of a marker freed by a give-up.
     """
 
     def __init__(
@@ -104,8 +112,12 @@ class SessionWriter:
         clock: Callable[[], float],
         grace_seconds: float,
         commit_timeout: float,
+        answer_ttl: float,
+        lease_seconds: float,
     ) -> None:
         self._store = store
+        self._answer_ttl = answer_ttl
+        self._lease_seconds = lease_seconds
         self._check_live = check_live
         self._clock = clock
         self._grace = grace_seconds
@@ -118,25 +130,28 @@ class SessionWriter:
         drafts: Sequence[Draft],
         *,
         renewals: int,
-        extra: Extra | None = None,
-        extra_ttl: float = 0.0,
-        deadline: Callable[[], float] | None = None,
+        lease: Lease | None = None,
         known: SessionRecord | None = None,
     ) -> list[Message]:
         """Store *drafts* as consecutive messages of *sid*; return them as stored.
 
-        *extra* keys are written with the messages, in one ``set_many``, with
-        a TTL of at least *extra_ttl*. If the clock is past ``deadline()`` when the
-        messages are about to be written, nothing is written. *known*: the
-        session's record as read just before, which saves reading it again
-        (only its fields that never change are used).
+        With *lease* (an exchange of a user message and its reply sent with an
+        idempotency key), the messages are committed only if the lease's marker
+        still names its owner when they are written, and the marker then holds
+        the answer (see the module docs). *known*: the session's record as read
+        just before, which saves reading it again (only its fields that never
+        change are used).
 
         Raises:
             SessionNotFoundError, SessionExpiredError: the session is not live.
+            ClaimLostError: the lease's marker was not its owner's any more;
+                nothing of this append is visible.
             ExchangeNotStoredError: given up (too slow); nothing is visible.
-            KVStoreError: the store failed; nothing of this append is visible.
+            KVStoreError: the store failed. Nothing of this append is visible,
+                except after a claim was made: then the messages become visible
+                when the range is given up (``commit_timeout``).
         """
-        job = _Append(drafts, renewals, extra, extra_ttl, deadline, known)
+        job = _Append(drafts, renewals, lease, known)
         lane = self._lanes.get(sid)
         if lane is None:
             lane = self._lanes[sid] = _Lane()
@@ -174,6 +189,12 @@ class SessionWriter:
         now = self._clock()
         total = sum(len(job.drafts) for job in batch)
         renewals = sum(job.renewals for job in batch)
+        fences: list[Fence] = []
+        offset = 0
+        for job in batch:
+            if job.lease is not None:
+                fences.append((offset, len(job.drafts), job.lease.marker, job.lease.owner))
+            offset += len(job.drafts)
         allocated: SessionRecord | None = None
         times: list[float] = []
 
@@ -181,7 +202,7 @@ class SessionWriter:
             nonlocal allocated, times
             live = self._check_live(current, sid, now)
             times = live.stamps_after(now, total)
-            allocated = live.with_messages(now, total, renewals=renewals)
+            allocated = live.with_messages(now, total, renewals=renewals, fences=tuple(fences))
             return allocated.to_dict()
 
         # The TTL is fixed before the update runs: an upper bound of the new
@@ -194,10 +215,10 @@ class SessionWriter:
         if allocated is None:  # a store that did not call fn; cannot happen with ours
             raise ExchangeNotStoredError(f"session {sid!r}: the allocation was not applied")
         record = allocated
-        first = record.message_count - total
+        range_ = record.pending[-1]
+        first = range_[0]
         stamps = iter(times)
         entries: dict[str, Any] = {}
-        extra_ttl = 0.0
         seq = first
         for job in batch:
             for draft in job.drafts:
@@ -207,28 +228,64 @@ class SessionWriter:
                 job.messages.append(message)
                 entries[message_key(sid, seq)] = message.to_dict()
                 seq += 1
-            if job.extra is not None:
-                entries.update(job.extra(job.messages))
-                extra_ttl = max(extra_ttl, job.extra_ttl)
-        message_ttl = record.latest_end - now + self._grace
         try:
-            late = self._clock()
-            if late - now > self._commit_timeout / 2 or any(
-                job.deadline is not None and late > job.deadline() for job in batch
-            ):
+            if self._clock() - now > self._commit_timeout / 2:
                 raise ExchangeNotStoredError(
                     f"session {sid!r}: storing the messages took too long; nothing was stored"
                 )
-            await self._store.set_many(entries, ttl=max(message_ttl, extra_ttl))
+            await self._store.set_many(entries, ttl=record.latest_end - now + self._grace)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._give_up_quietly(sid, (first, total, now))
+                await self._give_up_quietly(sid, range_)
             raise
+        lost = await self._claim(batch, first) if fences else []
+        if lost is None:
+            # A claim's outcome is unknown (the store failed): the range stays
+            # pending, and whoever gives it up settles it by the markers.
+            return
+        if lost:
+            tombstones = {message_key(sid, s): _tombstone(s) for s in lost}
+            try:
+                await self._store.set_many(tombstones, ttl=self._grace * 4)
+            except Exception:
+                # The range stays pending; giving it up tombstones these seqs.
+                logger.warning("could not drop the lost exchange(s) of session %r", sid)
+                return
         await self._store.update(
-            session_key(sid), lambda current: _committed(current, first), ttl=ttl
+            session_key(sid), lambda current: _committed(current, first, len(lost)), ttl=ttl
         )
         for entry in record.stale(now, self._commit_timeout):
             await self._give_up_quietly(sid, entry)
+
+    async def _claim(self, batch: list[_Append], first: int) -> list[int] | None:
+        """Claim the markers of the batch's keyed appends; the seqs of those that lost.
+
+        *first*: the seq of the batch's first message. None if a claim's outcome
+        is unknown. An append that lost its claim gets ClaimLostError.
+        """
+        lost: list[int] = []
+        unknown = False
+
+        async def claim(job: _Append, lease: Lease, seqs: range) -> None:
+            nonlocal unknown
+            try:
+                await self._store.update(
+                    lease.marker, idempotency.claim(lease, job.messages), ttl=self._answer_ttl
+                )
+            except ClaimLostError as err:
+                job.error = err
+                lost.extend(seqs)
+            except Exception as err:
+                job.error = err
+                unknown = True
+
+        async with anyio.create_task_group() as group:
+            seq = first
+            for job in batch:
+                if job.lease is not None:
+                    group.start_soon(claim, job, job.lease, range(seq, seq + len(job.drafts)))
+                seq += len(job.drafts)
+        return None if unknown else lost
 
     async def give_up_stale(self, record: SessionRecord) -> None:
         """Give up *record*'s pending ranges older than ``commit_timeout`` (see the module docs)."""
@@ -243,18 +300,32 @@ class SessionWriter:
             logger.warning("could not give up pending seqs %s of session %r", entry, sid)
 
     async def _give_up(self, sid: str, entry: Pending) -> None:
-        first, count, _ = entry
-        tombstones = 0
-        for seq in range(first, first + count):
-            if await self._store.add(
-                message_key(sid, seq), {TOMBSTONE_FIELD: True, "seq": seq}, ttl=self._grace * 4
-            ):
-                tombstones += 1
+        first, count, _, fences = entry
+        seqs = range(first, first + count)
+        fenced: set[int] = set()
+        for seq, n, marker, owner in fences:
+            fenced.update(range(seq, seq + n))
+            try:
+                await self._store.update(marker, idempotency.revoke(owner), ttl=self._lease_seconds)
+            except ClaimLostError as lost:
+                if idempotency.owned_by(lost.found, owner, "done"):
+                    continue  # the claim was made: the answer was given, the messages stay
+            # Revoked (or never this owner's): its late claim fails; its messages must go.
+            await self._store.set_many(
+                {message_key(sid, s): _tombstone(s) for s in range(seq, seq + n)},
+                ttl=self._grace * 4,
+            )
+        for seq in seqs:
+            if seq not in fenced:
+                await self._store.add(message_key(sid, seq), _tombstone(seq), ttl=self._grace * 4)
+        # Counted from what the seqs hold, so an earlier attempt cut short counts too.
+        held = await self._store.get_many(message_key(sid, seq) for seq in seqs)
+        holes = sum(1 for seq in seqs if is_hole(held.get(message_key(sid, seq))))
 
         def drop(current: Any) -> Any:
             if not isinstance(current, dict):
                 raise _Gone
-            return SessionRecord.from_dict(current).given_up(first, tombstones).to_dict()
+            return SessionRecord.from_dict(current).given_up(first, holes).to_dict()
 
         now = self._clock()
         stored = await self._store.get(session_key(sid))
@@ -271,7 +342,11 @@ class _Gone(Exception):
     """The record went away (ended, swept) while a range was being given up."""
 
 
-def _committed(current: Any, first: int) -> Any:
+def _committed(current: Any, first: int, holes: int) -> Any:
     if not isinstance(current, dict):
         raise ExchangeNotStoredError("the session went away while its messages were written")
-    return SessionRecord.from_dict(current).committed(first).to_dict()
+    return SessionRecord.from_dict(current).given_up(first, holes).to_dict()
+
+
+def _tombstone(seq: int) -> dict[str, Any]:
+    return {TOMBSTONE_FIELD: True, "seq": seq}

@@ -5,9 +5,10 @@ a cluster: options and their checks, URLs, named stores on one connection,
 key layout, the retry policy, auto-pipelining, the single-key commands (redis-py
 routes those by slot on a cluster), the conflict loop of ``update()``, and
 ``entries()``/``clear()`` over SCAN. A subclass brings its connection and the
-five primitives whose commands differ: :meth:`~RedisStoreBase._mget`,
-:meth:`~RedisStoreBase._remove`, ``_set_many``,
-:meth:`~RedisStoreBase._try_update` and :meth:`~RedisStoreBase._scan_names`.
+four primitives whose commands differ: :meth:`~RedisStoreBase._mget`,
+:meth:`~RedisStoreBase._remove`, ``_set_many`` and
+:meth:`~RedisStoreBase._scan_names`; one server also lends update receipts
+(:meth:`~RedisStoreBase._update_receipt`).
 """
 
 from __future__ import annotations
@@ -38,11 +39,39 @@ ConnectionT = TypeVar("ConnectionT", bound=Connection[Any])
 SCAN_COUNT: Final = 500
 """Keys asked of each SCAN (a hint to the server); each batch is then read with one MGET."""
 MAX_UPDATE_CONFLICTS: Final = 10_000
-"""Conflicting writes (a WATCH, or on a cluster a compare-and-set, that failed) one
+"""Conflicting writes (compare-and-sets that found another client's write) one
 ``update()`` tolerates before giving up with :class:`~kvstore.UpdateConflictError`."""
 
 # The second round's primitives, each one atomic step on the key's own node
 # (one key per script, so they work unchanged on a cluster).
+# update(): compare-and-set. It stores ARGV[3] (with PX ARGV[4] unless empty,
+# and keeping the key's TTL if it exists and ARGV[5] is "1") only if the key
+# still holds what was read: ARGV[2] when ARGV[1] is "1", no live value when it
+# is "0". A value written and then restored meanwhile counts as unchanged, which
+# is still a correct read-modify-write. With a second key (a receipt), a swap
+# also writes ARGV[6] (a token) to it with PX ARGV[7], and a call that finds its
+# token there answers 1 at once: a resend after a lost reply cannot apply twice.
+_CAS_SCRIPT: Final = """\
+if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[6] then return 1 end
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[5] == '1' and current then
+  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+elseif ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[7]) end
+return 1
+"""
+RECEIPT_TTL_MS: Final = 120_000
+"""How long an update's receipt outlives its last write: longer than any retry sequence."""
+
 # set(keep_ttl=True) with a TTL for a new key: ARGV[1] the value, ARGV[2] the PX.
 _SET_KEEP_TTL_SCRIPT: Final = """\
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -287,18 +316,51 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
     async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         """Store every item, atomically where the backend allows."""
 
-    @abstractmethod
     async def _try_update(
         self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None, keep_ttl: bool
     ) -> bool | Exception:
         """One optimistic read-modify-write: True if written, False on a conflict.
 
-        With *keep_ttl*, a key that exists keeps its TTL; *ttl* is for a new one.
+        GET, then a compare-and-set script (:data:`_CAS_SCRIPT`): two round
+        trips, both lone commands that may share the auto-pipeline, where
+        WATCH/MULTI/EXEC takes a dedicated connection and four or five. With
+        *keep_ttl*, a key that exists keeps its TTL; *ttl* is for a new one.
+        When :meth:`_update_receipt` lends a receipt key, the script records a
+        token there, so a resend after a lost reply answers "done" instead of
+        comparing against its own write and applying *fn* a second time.
 
         An exception from *transform* (the caller's fn, or encoding) is returned
         rather than raised, so that driver-error handling around the attempt
         can never mistake it for a connection error; :meth:`_update` raises it.
         """
+        stored = await self._command("GET", rkey)
+        try:
+            new = transform(MISSING if stored is None else stored)
+        except Exception as err:
+            return err
+        expiry = b"" if ttl is None else str(millis(ttl)).encode()
+        expected = (b"0", b"") if stored is None else (b"1", stored)
+        args = (*expected, new, expiry, b"1" if keep_ttl else b"0")
+        receipt = self._update_receipt()
+        if receipt is None:
+            return bool(await self._command("EVAL", _CAS_SCRIPT, 1, rkey, *args))
+        name, token, give_back = receipt
+        try:
+            swapped = await self._command(
+                "EVAL", _CAS_SCRIPT, 2, rkey, name, *args, token, RECEIPT_TTL_MS
+            )
+        finally:
+            give_back()
+        return bool(swapped)
+
+    def _update_receipt(self) -> tuple[bytes, bytes, Callable[[], None]] | None:
+        """A receipt key in the updated key's slot, a fresh token, and how to return the key.
+
+        None (the default): no receipt, and a compare-and-set resent after a
+        lost reply may find its own write and report a conflict, so *fn* runs
+        again. :class:`~kvstore.RedisStore` lends one from a small pool.
+        """
+        return None
 
     @abstractmethod
     def _scan_names(

@@ -18,7 +18,6 @@ import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from ...base import MISSING
 from ...errors import ConfigError
 from .base import RedisStoreBase, millis, px, scan
 from .cluster_connection import ClusterConnection
@@ -27,27 +26,6 @@ from .urls import CLUSTER_SCHEMES, SCHEMES, redact, url_scheme
 
 __all__ = ["RedisClusterStore"]
 
-# update(): compare-and-set. It stores ARGV[3] (with PX ARGV[4] unless empty,
-# and keeping the key's TTL if it exists and ARGV[5] is "1")
-# only if the key still holds what was read: ARGV[2] when ARGV[1] is "1", no
-# live value when it is "0". A value written and then restored meanwhile counts
-# as unchanged, which is still a correct read-modify-write.
-_CAS_SCRIPT: Final = """\
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if current ~= ARGV[2] then return 0 end
-elseif current then
-  return 0
-end
-if ARGV[5] == '1' and current then
-  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
-elseif ARGV[4] == '' then
-  redis.call('SET', KEYS[1], ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-end
-return 1
-"""
 # set_many() with a TTL: the keys of one slot in one atomic call (MSET takes
 # no TTL). ARGV[1] is the PX, ARGV[i + 1] the value of KEYS[i].
 _SET_PX_SCRIPT: Final = """\
@@ -176,27 +154,6 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
                     )
                 )
         await self._batch(commands, "MSET")
-
-    async def _try_update(
-        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None, keep_ttl: bool
-    ) -> bool | Exception:
-        """Read, transform, then compare-and-set.
-
-        redis-py's async cluster pipeline does support WATCH, but runs every
-        command of a watched pipeline on a new thread and event loop and joins
-        it from ours, blocking the loop; a Lua script on the key's node is one
-        atomic step instead, and both commands may share the auto-pipeline.
-        """
-        stored = await self._command("GET", rkey)
-        try:
-            new = transform(MISSING if stored is None else stored)
-        except Exception as err:
-            return err
-        expiry = b"" if ttl is None else str(millis(ttl)).encode()
-        expected = (b"0", b"") if stored is None else (b"1", stored)
-        keep = b"1" if keep_ttl else b"0"
-        swapped = await self._command("EVAL", _CAS_SCRIPT, 1, rkey, *expected, new, expiry, keep)
-        return bool(swapped)
 
     async def _scan_names(
         self, pattern: bytes, *, unique: bool = True

@@ -31,7 +31,7 @@ class AutoPipeline:
 
     Semantics are those of awaiting each command alone: a caller resumes only
     after its own reply, and commands of different tasks were never ordered.
-    Transactions (WATCH/MULTI/EXEC) never go through here.
+    Transactions (MULTI/EXEC) never go through here.
 
     With *direct* given, a command that finds nothing queued and nothing in
     flight is sent at once by its caller's own task (like redis-py alone),

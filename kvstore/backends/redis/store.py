@@ -1,21 +1,19 @@
-"""The store on one Redis server: MGET/MSET bulk calls, WATCH/MULTI updates, one SCAN cursor."""
+"""The store on one Redis server: MGET/MSET bulk calls, receipted updates, one SCAN cursor."""
 
 from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Final, cast
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
-from ...base import MISSING
 from ...errors import ConfigError
 from .base import RedisStoreBase, px, scan
 from .connection import PoolOptions, ServerConnection
-from .errors import lost_while_watching
 from .urls import CLUSTER_SCHEMES, redact, url_scheme
 
 __all__ = ["RedisStore"]
@@ -61,8 +59,8 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
     ``get_many``, ``ttl``, ``expire``, ``entries`` and ``clear``, but
     ``delete``/``delete_many`` may then report a key removed by the lost first
     attempt as absent, and ``add`` may return False for a value it did store.
-    ``update`` does not apply *fn* twice: its transaction leaves a receipt that
-    the retry reads (see :meth:`_watch_and_set`). Pass ``retries=0`` where that
+    ``update`` does not apply *fn* twice: its compare-and-set leaves a receipt
+    that a resend finds (see :meth:`_try_update`). Pass ``retries=0`` where that
     matters.
 
     :meth:`from_url` takes ``redis://[user:password@]host:port/db``,
@@ -141,78 +139,16 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
     def _receipts(self) -> _Receipts:
         return _Receipts(self._prefix)
 
-    async def _try_update(
-        self, rkey: bytes, transform: Callable[[Any], Any], ttl: float | None, keep_ttl: bool
-    ) -> bool | Exception:
+    def _update_receipt(self) -> tuple[bytes, bytes, Callable[[], None]]:
+        """A receipt from the pool (one per update in flight) and a fresh token."""
         receipts = self._receipts
-        receipt, token = receipts.take(), secrets.token_bytes(16)
-        attempts = 0
-
-        def attempt() -> Awaitable[bool | Exception]:
-            nonlocal attempts
-            attempts += 1
-            retry = attempts > 1
-            return self._watch_and_set(rkey, transform, ttl, keep_ttl, receipt, token, retry)
-
-        try:
-            return await self._retry.run(attempt, "WATCH/MULTI/EXEC")
-        finally:
-            receipts.give(receipt)
-
-    async def _watch_and_set(
-        self,
-        rkey: bytes,
-        transform: Callable[[Any], Any],
-        ttl: float | None,
-        keep_ttl: bool,
-        receipt: bytes,
-        token: bytes,
-        retry: bool,
-    ) -> bool | Exception:
-        """WATCH the key, read it, then write ``transform(value)`` in MULTI/EXEC.
-
-        On a dedicated connection of the pool (never the auto-pipeline): the
-        WATCH holds for that connection only. The transaction also writes
-        *token* to the *receipt* key, so that when the connection breaks with
-        the EXEC in flight, the retry (which comes here again) can tell whether
-        the EXEC ran: then it is done, and *fn* is not applied twice. Watching
-        the receipt too covers an EXEC that runs late, after the retry read it.
-        Only a *retry* reads the receipt: a first attempt cannot find its token.
-        """
-        async with self._connection.use().pipeline(transaction=True) as pipe:
-            await pipe.watch(rkey, receipt)
-            # After WATCH the pipeline runs commands immediately.
-            if retry:
-                seen = await cast(Awaitable[Any], pipe.execute_command("GET", receipt))
-                if seen == token:  # the EXEC of an earlier attempt ran
-                    return True
-            stored = await cast(Awaitable[Any], pipe.execute_command("GET", rkey))
-            try:
-                new = transform(MISSING if stored is None else stored)
-            except Exception as err:
-                return err
-            pipe.multi()  # type: ignore[no-untyped-call]
-            if keep_ttl and stored is not None:
-                pipe.execute_command("SET", rkey, new, "KEEPTTL")
-            else:
-                pipe.execute_command("SET", rkey, new, *px(ttl))
-            pipe.execute_command("SET", receipt, token, "PX", RECEIPT_TTL_MS)
-            try:
-                await pipe.execute()
-            except redis.exceptions.WatchError as err:
-                if lost_while_watching(err):
-                    raise  # a connection error: the retry policy takes it
-                return False
-        return True
+        receipt = receipts.take()
+        return receipt, secrets.token_bytes(16), lambda: receipts.give(receipt)
 
     def _scan_names(
         self, pattern: bytes, *, unique: bool = True
     ) -> AsyncGenerator[list[bytes], None]:
         return scan(lambda args: self._command(*args), pattern, unique=unique)
-
-
-RECEIPT_TTL_MS: Final = 120_000
-"""How long an update's receipt outlives its last write: longer than any retry sequence."""
 
 
 class _Receipts:

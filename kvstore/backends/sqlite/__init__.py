@@ -6,11 +6,12 @@ without scanning the table. Expiry times are absolute wall-clock seconds, which
 is what lets several processes agree on them.
 
 aiosqlite runs every statement on one worker thread per connection, so each
-``await`` is a thread hop. Writes go through :class:`~kvstore.backends.sqlite.committer.GroupCommitter`, which
-commits the writes of all concurrent tasks in one transaction on the writer
-connection. Reads use a connection of their own (read-only, autocommit): each
-read sees only committed rows, and never queues behind a batch that waits for
-another process's lock (WAL readers do not wait for writers).
+``await`` is a thread hop. Writes go through the group committer
+(:mod:`kvstore.backends.sqlite.committer`), which commits the writes of all
+concurrent tasks in one transaction on the writer connection. Reads use a
+connection of their own (read-only, autocommit): each read sees only committed
+rows, and never queues behind a batch that waits for another process's lock
+(WAL readers do not wait for writers).
 
 ``:memory:`` is the exception: a private in-memory database exists for one
 connection only (a shared-cache URI would share it, but shared cache locks
