@@ -64,6 +64,22 @@ def _configuration_problem() -> str | None:
     return None
 
 
+def _handler(spec: str) -> object:
+    """The reply handler ``module:name`` names (``--handler`` / ``AGENT_HANDLER``)."""
+    import importlib
+
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"AGENT_HANDLER must be module:name, got {spec!r}")
+    try:
+        handler = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"AGENT_HANDLER {spec!r} cannot be loaded: {err}") from None
+    if not callable(handler):
+        raise ValueError(f"AGENT_HANDLER {spec!r} is not callable")
+    return handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: ``serve`` and its options."""
     from .http import DEFAULT_MAX_BODY_BYTES
@@ -89,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the agent's id, a UUID as ElizaOS requires; replicas sharing sessions need the"
         " same one (default: $AGENT_ID, else uuid5(NAMESPACE_URL, 'kvstore-runtime default"
         " agent'), the same in every replica)",
+    )
+    serve.add_argument(
+        "--handler",
+        default=os.environ.get("AGENT_HANDLER") or None,
+        help="the agent's reply handler as module:name, an async function or async generator"
+        " (default: $AGENT_HANDLER, else the echo handler)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument(
@@ -189,8 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         warning_threshold_minutes=limits.warning_threshold,
         cleanup_interval=limits.cleanup_interval * 60.0,
     )
+    try:
+        handler = None if args.handler is None else _handler(args.handler)
+    except ValueError as err:
+        print(f"python -m runtime serve: {err}", file=sys.stderr)
+        return 2
     app = create_app(
-        AgentRuntime(agent_id=agent_id, sessions_config=sessions_config),
+        AgentRuntime(
+            agent_id=agent_id,
+            sessions_config=sessions_config,
+            handler=handler,  # type: ignore[arg-type]  # checked callable; its shape is the user's
+        ),
         session_limits=limits,
         max_body_bytes=args.max_body_bytes,
         api_key=api_key,

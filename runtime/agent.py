@@ -27,7 +27,8 @@ import enum
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
@@ -89,8 +90,9 @@ class AgentRuntime:
         plugins: :class:`Plugin` objects; their services and providers are
             registered in order.
         providers: more providers, registered after the plugins' ones.
-        handler: async ``(runtime, message, state) -> str`` producing replies;
-            defaults to :func:`echo_handler`.
+        handler: async ``(runtime, message, state) -> str`` producing replies,
+            or an async generator of reply pieces (streamed by the SSE and
+            Socket.IO transports); defaults to :func:`echo_handler`.
         settings: ``str -> str | int | float``. Read by the runtime:
             ``STATE_CACHE_TTL`` (seconds a composed state stays cached, default
             3600) and ``STATE_CACHE_MAX_ENTRIES`` (bound of the in-memory
@@ -446,22 +448,63 @@ class AgentRuntime:
     async def generate_reply(self, message: Message, state: dict[str, Any]) -> str:
         """The agent's reply to *message* given its *state*, from :attr:`handler`.
 
+        A handler that streams (an async generator) gives the concatenation of
+        its pieces.
+
         Raises:
-            TypeError: the handler returned something other than a str.
+            TypeError: the handler gave something other than a str (or str pieces).
         """
-        reply = await self.handler(self, message, state)
+        return "".join([piece async for piece in self.stream_reply(message, state)])
+
+    async def stream_reply(self, message: Message, state: dict[str, Any]) -> AsyncIterator[str]:
+        """The agent's reply to *message* in pieces, as :attr:`handler` makes them.
+
+        An async generator handler's pieces are yielded as they come (empty ones
+        skipped); a handler returning a str gives one piece.
+
+        Raises:
+            TypeError: the handler gave something other than a str (or str pieces).
+
+        >>> async for piece in runtime.stream_reply(message, state):  # doctest: +SKIP
+        ...     print(piece, end="")
+        """
+        made = self.handler(self, message, state)
+        if isinstance(made, AsyncIterator):
+            # aclosing: a consumer that stops early (a client gone) closes the
+            # handler's generator now, not whenever it is collected.
+            async with _closing(made) as pieces:
+                async for piece in pieces:
+                    if not isinstance(piece, str):
+                        raise TypeError(
+                            f"handler {_callable_name(self.handler)!r} yielded a"
+                            f" {type(piece).__name__}; reply pieces must be str"
+                        )
+                    if piece:
+                        yield piece
+            return
+        reply = await made
         if not isinstance(reply, str):
             raise TypeError(
                 f"handler {_callable_name(self.handler)!r} returned a"
                 f" {type(reply).__name__}; a reply must be a str"
             )
-        return reply
+        yield reply
 
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {self.agent_id!r} {self._phase.value},"
             f" {len(self._services)} services, {len(self._providers)} providers>"
         )
+
+
+@asynccontextmanager
+async def _closing(pieces: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+    """*pieces*, closed on exit when it is an async generator (``contextlib.aclosing``)."""
+    if isinstance(pieces, AsyncGenerator):
+        async with aclosing(pieces):
+            yield pieces
+    else:
+        yield pieces
 
 
 def _callable_name(fn: object) -> str:

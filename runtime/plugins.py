@@ -12,7 +12,7 @@ entries to the state the runtime composes for each message.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -76,9 +76,12 @@ Provider: TypeAlias = Callable[[Any, Message], Awaitable[Mapping[str, Any]]]
 *runtime* is the :class:`PluginRuntime` (an ``AgentRuntime``) composing the state.
 """
 
-Handler: TypeAlias = Callable[[Any, Message, dict[str, Any]], Awaitable[str]]
-"""An async callable ``(runtime, message, state) -> str`` giving the agent's reply.
+Handler: TypeAlias = Callable[[Any, Message, dict[str, Any]], Awaitable[str] | AsyncIterator[str]]
+"""The agent's reply to a message: ``(runtime, message, state)`` giving it.
 
+Either an async function returning the reply as a ``str``, or an async
+generator yielding it in pieces (the reply is their concatenation; the SSE and
+Socket.IO transports send each piece as it comes, as a ``chunk``).
 *runtime* is the :class:`PluginRuntime` (an ``AgentRuntime``) replying.
 """
 

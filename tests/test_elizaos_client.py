@@ -28,11 +28,8 @@ REAL: dict[str, dict[str, Any]] = {
     entry["call"]: entry
     for entry in json.loads((JS / "real-client-shapes.json").read_text())["results"]
 }
-# Not served yet (docs/sessions-http.md lists it): the SSE transport (the
-# realtime work; until then it answers as http).
-NOT_YET = {
-    'sessions.sendMessage(sid, {content, transport: "sse"})',
-}
+# Every call answers as on the real server.
+NOT_YET: set[str] = set()
 # Our agent lists fewer fields than ElizaOS's character (no settings, no secrets).
 FEWER_KEYS = {"agents.getAgent(agentId)"}
 

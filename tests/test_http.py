@@ -86,8 +86,9 @@ def client_for(app: Any) -> httpx.AsyncClient:
 async def client(
     runtime: AgentRuntime, manager: SessionManager
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(runtime, sessions=manager, max_body_bytes=SMALL_BODY_LIMIT)
-    async with client_for(app) as http:
+    app = create_app(runtime, sessions=manager, max_body_bytes=SMALL_BODY_LIMIT, sweep=False)
+    # The lifespan runs the reply worker of the websocket and sse transports.
+    async with app.router.lifespan_context(app), client_for(app) as http:
         yield http
 
 
@@ -398,7 +399,9 @@ async def test_send_message(client: httpx.AsyncClient, clock: ManualClock) -> No
 
 async def test_send_without_auto_renew_was_not_renewed(client: httpx.AsyncClient) -> None:
     session_id = (await create(client, timeoutConfig={"autoRenew": False}))["sessionId"]
-    response = await client.post(f"{API_PREFIX}/{session_id}/messages", json={"content": "hi"})
+    response = await client.post(
+        f"{API_PREFIX}/{session_id}/messages", json={"transport": "http", "content": "hi"}
+    )
     assert response.json()["sessionStatus"]["wasRenewed"] is False
 
 
@@ -406,14 +409,14 @@ async def test_send_message_idempotency_key(client: httpx.AsyncClient) -> None:
     session_id = (await create(client))["sessionId"]
     url = f"{API_PREFIX}/{session_id}/messages"
     headers = {"Idempotency-Key": "retry-1"}
-    first = await client.post(url, json={"content": "once"}, headers=headers)
-    again = await client.post(url, json={"content": "once"}, headers=headers)
+    first = await client.post(url, json={"transport": "http", "content": "once"}, headers=headers)
+    again = await client.post(url, json={"transport": "http", "content": "once"}, headers=headers)
     assert first.status_code == again.status_code == 201
     assert (
         again.json()["agentResponse"]["responseId"] == first.json()["agentResponse"]["responseId"]
     )
     assert again.json()["userMessage"]["id"] == first.json()["userMessage"]["id"]
-    reused = await client.post(url, json={"content": "other"}, headers=headers)
+    reused = await client.post(url, json={"transport": "http", "content": "other"}, headers=headers)
     assert error_of(reused, 422)["code"] == "IDEMPOTENCY_KEY_REUSED"
     history = (await client.get(url)).json()["messages"]
     assert len(history) == 2
@@ -476,7 +479,7 @@ async def send_many(
         if clock is not None:
             clock.advance_by(0.01)
         response = await client.post(
-            f"{API_PREFIX}/{session_id}/messages", json={"content": f"m{i}"}
+            f"{API_PREFIX}/{session_id}/messages", json={"transport": "http", "content": f"m{i}"}
         )
         assert response.status_code == 201
         contents += [f"m{i}", f"Echo: m{i}"]
@@ -640,7 +643,7 @@ def session_routes(session_id: str) -> list[tuple[str, str, dict[str, Any] | Non
     return [
         ("GET", one, None),
         ("GET", f"{one}/messages", None),
-        ("POST", f"{one}/messages", {"content": "hi"}),
+        ("POST", f"{one}/messages", {"transport": "http", "content": "hi"}),
         ("POST", f"{one}/renew", None),
         ("POST", f"{one}/heartbeat", None),
     ]
@@ -675,7 +678,9 @@ async def test_unknown_session_is_404(client: httpx.AsyncClient, session_id: str
 async def test_delete_session(client: httpx.AsyncClient) -> None:
     session_id = (await create(client))["sessionId"]
     for content in ("a", "b"):
-        await client.post(f"{API_PREFIX}/{session_id}/messages", json={"content": content})
+        await client.post(
+            f"{API_PREFIX}/{session_id}/messages", json={"transport": "http", "content": content}
+        )
     response = await client.delete(f"{API_PREFIX}/{session_id}")
     assert response.status_code == 200
     assert response.json() == {
@@ -751,7 +756,8 @@ async def test_malformed_content_length_is_400(client: httpx.AsyncClient) -> Non
 async def test_message_body_limit(client: httpx.AsyncClient) -> None:
     session_id = (await create(client))["sessionId"]
     response = await client.post(
-        f"{API_PREFIX}/{session_id}/messages", json={"content": "x" * SMALL_BODY_LIMIT}
+        f"{API_PREFIX}/{session_id}/messages",
+        json={"transport": "http", "content": "x" * SMALL_BODY_LIMIT},
     )
     assert error_of(response, 413)["code"] == "PAYLOAD_TOO_LARGE"
 
@@ -946,7 +952,7 @@ async def test_store_faults_are_503_with_retry_after(error: Exception) -> None:
         async with client_for(create_app(runtime)) as client:
             session_id = (await create(client))["sessionId"]
             response = await client.post(
-                f"{API_PREFIX}/{session_id}/messages", json={"content": "hi"}
+                f"{API_PREFIX}/{session_id}/messages", json={"transport": "http", "content": "hi"}
             )
             assert error_of(response, 503)["code"] == "SERVICE_UNAVAILABLE"
             assert response.headers["retry-after"] == "1"
@@ -962,7 +968,8 @@ async def test_unexpected_error_is_a_logged_500(caplog: pytest.LogCaptureFixture
             session_id = (await create(client))["sessionId"]
             with caplog.at_level(logging.ERROR, logger="runtime.http"):
                 response = await client.post(
-                    f"{API_PREFIX}/{session_id}/messages", json={"content": "hi"}
+                    f"{API_PREFIX}/{session_id}/messages",
+                    json={"transport": "http", "content": "hi"},
                 )
             error = error_of(response, 500)
             assert error["code"] == "INTERNAL_SERVER_ERROR"
@@ -1084,7 +1091,8 @@ async def test_deep_metadata_is_refused_and_stores_nothing(
     )
     assert error_of(refused, 400)["code"] == "VALIDATION_ERROR"
     sent = await client.post(
-        f"{API_PREFIX}/{sid}/messages", json={"content": "hi", "metadata": deep}
+        f"{API_PREFIX}/{sid}/messages",
+        json={"transport": "http", "content": "hi", "metadata": deep},
     )
     assert error_of(sent, 400)["code"] == "VALIDATION_ERROR"
     # Nothing changed: one session, no message, and the list still answers.
@@ -1102,7 +1110,8 @@ async def test_metadata_at_the_depth_limit_is_kept(client: httpx.AsyncClient) ->
     session = await create(client, metadata=deep)
     sid = session["sessionId"]
     sent = await client.post(
-        f"{API_PREFIX}/{sid}/messages", json={"content": "hi", "metadata": deep}
+        f"{API_PREFIX}/{sid}/messages",
+        json={"transport": "http", "content": "hi", "metadata": deep},
     )
     assert sent.status_code == 201, sent.text
     assert (await client.get(API_PREFIX)).status_code == 200

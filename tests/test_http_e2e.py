@@ -143,7 +143,9 @@ def test_two_servers_share_sessions(
         assert created.status_code == 201, created.text
         session_id = created.json()["sessionId"]
 
-        sent = second.post(f"{API}/{session_id}/messages", json={"content": "hello from 2"})
+        sent = second.post(
+            f"{API}/{session_id}/messages", json={"transport": "http", "content": "hello from 2"}
+        )
         assert sent.status_code == 201, sent.text
         assert sent.json()["agentResponse"]["text"] == "Echo: hello from 2"
         assert len(first.get(f"{API}/{session_id}/messages").json()["messages"]) == 2
@@ -155,7 +157,9 @@ def test_two_servers_share_sessions(
 
         history = second.get(f"{API}/{session_id}/messages").json()
         assert [m["content"] for m in history["messages"]] == ["Echo: hello from 2", "hello from 2"]
-        again = second.post(f"{API}/{session_id}/messages", json={"content": "still there?"})
+        again = second.post(
+            f"{API}/{session_id}/messages", json={"transport": "http", "content": "still there?"}
+        )
         assert again.status_code == 201, again.text
 
         pages: list[dict[str, Any]] = []

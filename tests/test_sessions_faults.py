@@ -82,7 +82,7 @@ def test_retries_with_idempotency_keys_survive_redis_restarts_and_kill_9(
         async def client(i: int) -> None:
             async with httpx.AsyncClient(timeout=30) as http:
                 for j in range(per_client):
-                    body, key = {"content": f"c{i}-{j}"}, f"key-{i}-{j}"
+                    body, key = {"transport": "http", "content": f"c{i}-{j}"}, f"key-{i}-{j}"
                     attempt = 0
                     while True:
                         url = servers[(i + attempt) % len(servers)].url

@@ -17,13 +17,15 @@ GET         /api/messaging/sessions                      200 ``{sessions, total}
 GET         /api/messaging/sessions/health               200/503 ElizaOS health shape
 GET         /api/messaging/sessions/{id}                 200 session
 DELETE      /api/messaging/sessions/{id}                 204
-POST        /api/messaging/sessions/{id}/messages        201 user message and agent reply
+POST        /api/messaging/sessions/{id}/messages        201 user message (+ reply: http);
+                                                         SSE stream (sse)
 GET         /api/messaging/sessions/{id}/messages        200 ``{messages, hasMore, cursors}``
 POST        /api/messaging/sessions/{id}/renew           200 session
 POST        /api/messaging/sessions/{id}/heartbeat       200 session
 PATCH       /api/messaging/sessions/{id}/timeout         200 session
 GET         /health                                      200/503 backend reachability
 GET         /metrics                                     200 store metrics (JSON/Prometheus)
+GET, POST   /socket.io/                                  Socket.IO 4 (ElizaOS's events)
 ==========  ===========================================  ================================
 
 The modules:
@@ -38,6 +40,10 @@ The modules:
 ``parsing``      the size-limited JSON body, its fields, query parameters
 ``sessions``     the ``/api/messaging/sessions`` routes
 ``ops``          ``/health``, the sessions health, ``/metrics``
+``replies``      the reply worker of the ``sse`` and ``websocket`` transports: a
+                 lifespan-owned task group, bounded, draining on shutdown
+``sse``          the ``sse`` transport's ``text/event-stream`` answer
+``realtime``     Socket.IO at ``/socket.io/`` and its fan-out across replicas
 ===============  ================================================================
 
 A new group of routes (agents, SSE streams) is a module with a ``routes()``

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from kvstore.options import check_int, check_seconds
 
@@ -29,6 +29,8 @@ from .limits import SessionLimits
 from .openapi import OpenAPIRoutes
 from .ops import DEFAULT_HEALTH_TIMEOUT, OpsRoutes
 from .ratelimit import RateLimit, RateLimitMiddleware
+from .realtime import SOCKETIO_PATH, RealtimeHub
+from .replies import DEFAULT_DRAIN_TIMEOUT, DEFAULT_REPLY_CONCURRENCY, ReplyWorker
 from .sessions import SessionRoutes
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
@@ -51,14 +53,19 @@ def create_app(
     session_limits: SessionLimits | None = None,
     rate_limit: RateLimit | None = None,
     allowed_hosts: tuple[str, ...] | None = None,
+    reply_concurrency: int = DEFAULT_REPLY_CONCURRENCY,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
 ) -> Starlette:
     """The Sessions HTTP API of *runtime*, as a Starlette ASGI application.
 
     The application owns the runtime: its lifespan (run by uvicorn) awaits
-    ``runtime.initialize()``, runs the session sweeper (``async with
-    sessions.running()``) while serving, and closes the runtime on shutdown.
-    Servers that do not run the lifespan (``httpx.ASGITransport`` in tests)
-    need the runtime initialised by the caller.
+    ``runtime.initialize()``, serves Socket.IO at ``/socket.io/`` and makes
+    the replies of the ``sse`` and ``websocket`` transports on a task group of
+    its own (:mod:`.realtime`, :mod:`.replies`), runs the session sweeper
+    (``async with sessions.running()``) while serving, and on shutdown drains
+    the replies in flight and closes the runtime. Servers that do not run the
+    lifespan (``httpx.ASGITransport`` in tests) need the runtime initialised by
+    the caller, and answer those two transports and Socket.IO with 503.
 
     Args:
         runtime: the agent served; default ``AgentRuntime()``, which keeps its
@@ -81,6 +88,8 @@ def create_app(
         allowed_hosts: the ``Host`` values served (``*.example.com`` for
             subdomains); others get 400 ``INVALID_HOST``. None serves every
             host (``serve`` reads ``HTTP_ALLOWED_HOSTS``).
+        reply_concurrency: replies (sse, websocket) made at once; more wait.
+        drain_timeout: seconds shutdown waits for the replies being made.
 
     Raises:
         TypeError: *max_body_bytes* is not an int, or *health_timeout* not a number.
@@ -100,12 +109,14 @@ def create_app(
         SessionLimits() if session_limits is None else session_limits,
     )
     ops = OpsRoutes(served, health_timeout=health_timeout)
+    worker = ReplyWorker(served, concurrency=reply_concurrency, drain_timeout=drain_timeout)
+    realtime = RealtimeHub(served, worker, api_key=api_key)
     document = OpenAPIRoutes()
     # Ops first: its /api/messaging/sessions/health must win over the
     # session routes' /api/messaging/sessions/{session_id}.
     tables = [
         ops.routes(),
-        SessionRoutes(served, max_body_bytes=max_body_bytes).routes(),
+        SessionRoutes(served, max_body_bytes=max_body_bytes, realtime=realtime).routes(),
         AgentRoutes(served).routes(),
         document.routes(),
     ]
@@ -136,23 +147,25 @@ def create_app(
                     ops.backend_label(),
                     probe.error,
                 )
-            if sweep:
-                async with served.sessions.running():
+            async with realtime.running():
+                if sweep:
+                    async with served.sessions.running():
+                        yield
+                else:
                     yield
-            else:
-                yield
         finally:
             await served.runtime.aclose()
 
     routes = _routes(tables)
     document.describe(routes)
     app = Starlette(
-        routes=routes,
+        routes=[*routes, Mount(SOCKETIO_PATH, app=realtime.asgi)],
         middleware=middleware,
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
     app.state.runtime = served.runtime
+    app.state.realtime = realtime
     return app
 
 

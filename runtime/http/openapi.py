@@ -246,7 +246,9 @@ SCHEMAS: Final[dict[str, Any]] = {
                     "isNearExpiration": {"type": "boolean"},
                 }
             ),
-        }
+        },
+        # The websocket transport (the default) answers before the reply exists.
+        optional=["agentResponse"],
     ),
     "History": _strict(
         {
@@ -460,13 +462,20 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ),
     ("POST", f"{_SESSION}/messages"): Operation(
         "sendMessage",
-        "Store a user message; answer with the agent's reply",
+        "Store a user message; the agent's reply as the transport says",
         {
             **_ok(
-                "the stored message, the reply and the session's status",
+                "the stored message and the session's status, with the reply (agentResponse)"
+                " for transport http; without it for websocket (the default), whose reply is"
+                " emitted to the session's Socket.IO room (docs/realtime.md)",
                 "SendMessageResponse",
                 "201",
             ),
+            "200": {
+                "description": "transport sse: events user_message, chunk..., then done"
+                " (agentResponse) or error (docs/realtime.md)",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
             **_BODY_ERRORS,
             **_SESSION_GONE,
             "409": _error("IDEMPOTENCY_KEY_IN_FLIGHT: the same Idempotency-Key is being answered"),

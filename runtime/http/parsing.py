@@ -24,6 +24,7 @@ from .limits import SessionLimits
 
 __all__ = [
     "DEFAULT_PAGE",
+    "DEFAULT_TRANSPORT",
     "MAX_CONTENT_CHARS",
     "MAX_METADATA_CHARS",
     "check_message",
@@ -47,9 +48,12 @@ __all__ = [
 DEFAULT_PAGE: Final = 50
 """History page size when the query gives no ``limit``."""
 
-# ElizaOS's transports: "http" answers with the reply, "sse" and "websocket"
-# stream it. This server always answers with the reply, so each is served as "http".
+# ElizaOS's transports ("http" answers with the reply, "sse" streams it,
+# "websocket" answers at once and broadcasts it) and its legacy ``mode`` names.
+_LEGACY_MODES: Final = {"sync": "http", "stream": "sse", "websocket": "websocket"}
 _TRANSPORTS: Final = ("http", "sse", "websocket", "sync", "stream")
+DEFAULT_TRANSPORT: Final = "websocket"
+"""The transport of a send without ``transport`` (ElizaOS's default)."""
 _UUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -303,12 +307,13 @@ def _js_number(value: float) -> str:
 def send_options(body: Mapping[str, Any]) -> str:
     """A send body's transport (``transport``, else the legacy ``mode``), checked as ElizaOS does.
 
-    Every transport is answered as ``http`` until realtime lands; what is
-    returned is the name asked for.
+    Returns ``"http"``, ``"sse"`` or ``"websocket"``: the legacy names map as
+    ElizaOS maps them (``sync`` → ``http``, ``stream`` → ``sse``), and a body
+    without either gets :data:`DEFAULT_TRANSPORT`.
     """
     value = body.get("transport", body.get("mode"))
     if value is None:
-        return "http"
+        return DEFAULT_TRANSPORT
     if not isinstance(value, str):
         raise _content_error(
             f'Invalid transport type "{json_type(value)}". Transport must be a string.'
@@ -317,7 +322,7 @@ def send_options(body: Mapping[str, Any]) -> str:
         raise _content_error(
             f'Invalid transport "{value}". Must be one of: {", ".join(_TRANSPORTS)}'
         )
-    return value
+    return _LEGACY_MODES.get(value, value)
 
 
 def query_limit(request: Request, maximum: int) -> int:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import APIError, SessionError, SessionExpiredError, SessionNotFoundError
-from ..sessions import SessionManager
+from ..sessions import Session, SessionManager
 from .context import API_PREFIX, RouteTable, ServedAgent
 from .parsing import (
     check_message,
@@ -30,8 +30,12 @@ from .parsing import (
     timeout_config,
     uuid_field,
 )
+from .realtime import RealtimeHub
+from .replies import REPLY_FAILED
+from .sse import replayed_stream, reply_stream
 from .wire import (
     JSONResponse,
+    broadcast_json,
     created_json,
     cursor_after,
     cursor_before,
@@ -39,6 +43,7 @@ from .wire import (
     ms,
     send_json,
     session_json,
+    websocket_send_json,
 )
 
 __all__ = ["MAX_LIST_OFFSET", "MAX_LIST_PAGE", "SessionRoutes"]
@@ -57,11 +62,13 @@ class SessionRoutes:
     Args:
         served: the agent and its session manager.
         max_body_bytes: largest request body accepted; larger ones get 413.
+        realtime: the Socket.IO hub and reply worker of the sse and websocket transports.
     """
 
-    def __init__(self, served: ServedAgent, *, max_body_bytes: int) -> None:
+    def __init__(self, served: ServedAgent, *, max_body_bytes: int, realtime: RealtimeHub) -> None:
         self.served = served
         self.max_body_bytes = max_body_bytes
+        self.realtime = realtime
 
     @property
     def sessions(self) -> SessionManager:
@@ -157,31 +164,70 @@ class SessionRoutes:
     # -- messages -------------------------------------------------------------------------------
 
     async def send_message(self, request: Request) -> Response:
-        """POST .../{id}/messages: store the user message, answer with the agent's reply."""
+        """POST .../{id}/messages: store the user message; the reply as the transport says.
+
+        ``http`` answers with the reply; ``sse`` streams it (:mod:`.sse`);
+        ``websocket`` (the default) answers at once and emits the reply to the
+        session's Socket.IO room (:mod:`.realtime`). With an ``Idempotency-Key``
+        the reply is made before the answer on every transport, so that a
+        retry can be answered with the first reply.
+        """
         session_id = request.path_params["session_id"]
         body = await read_json_object(request, self.max_body_bytes)
         # ElizaOS's order: transport, content type, the session, then content and metadata.
-        send_options(body)
+        transport = send_options(body)
         content = message_content(body)
         before = await self._live(self.sessions.get(session_id))
         check_message(content)
         metadata = metadata_field(body)
         # IETF Idempotency-Key draft: a retry with the key gets the first answer.
         key = request.headers.get("idempotency-key")
-        exchange = await self._live(
-            self.sessions.exchange(session_id, content, metadata=metadata, idempotency_key=key)
+        if transport == "http" or key is not None:
+            exchange = await self._live(
+                self.sessions.exchange(session_id, content, metadata=metadata, idempotency_key=key)
+            )
+            session, renewed = await self._after(session_id, before)
+            if transport == "sse":
+                return replayed_stream(exchange.user, exchange.reply, session)
+            if transport == "websocket":
+                await self.realtime.emit(
+                    "messageBroadcast",
+                    broadcast_json(exchange.reply, exchange.user, session),
+                    session,
+                )
+                return JSONResponse(
+                    websocket_send_json(exchange.user, session, was_renewed=renewed),
+                    status_code=201,
+                )
+            return JSONResponse(
+                send_json(exchange.user, exchange.reply, session, was_renewed=renewed),
+                status_code=201,
+            )
+        worker = self.realtime.worker
+        worker.check_accepting()  # before storing: a 503 must leave nothing behind
+        user = await self._live(self.sessions.open_exchange(session_id, content, metadata=metadata))
+        session, renewed = await self._after(session_id, before)
+        try:
+            if transport == "sse":
+                return reply_stream(worker, user, session)
+            self.realtime.reply_to_room(user, session)
+        except APIError:
+            # Stopping between the check above and now: the message has its answer.
+            await self.sessions.close_exchange(user, error=REPLY_FAILED)
+            raise
+        return JSONResponse(
+            websocket_send_json(user, session, was_renewed=renewed), status_code=201
         )
+
+    async def _after(self, session_id: str, before: Session) -> tuple[Session, bool]:
+        """The session after a message was stored, and whether storing it renewed the session."""
         try:
             session = await self.sessions.get(session_id)
         except SessionError:
-            # Ended or expired in the instant after this exchange: both
+            # Ended or expired in the instant after this exchange: the
             # messages are stored; report the session as it was.
             session = before
-        renewed = session.renewal_count > before.renewal_count
-        return JSONResponse(
-            send_json(exchange.user, exchange.reply, session, was_renewed=renewed),
-            status_code=201,
-        )
+        return session, session.renewal_count > before.renewal_count
 
     async def get_messages(self, request: Request) -> Response:
         """GET .../{id}/messages: one page of history, newest first."""

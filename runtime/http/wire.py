@@ -28,6 +28,7 @@ __all__ = [
     "MESSAGE_SERVER_ID",
     "JSONResponse",
     "agent_response_json",
+    "broadcast_json",
     "channel_id",
     "channel_metadata",
     "created_json",
@@ -41,7 +42,11 @@ __all__ = [
     "send_json",
     "session_json",
     "status_json",
+    "stream_chunk_json",
+    "stream_error_json",
+    "user_broadcast_json",
     "user_message_json",
+    "websocket_send_json",
 ]
 
 CHANNEL_NAMESPACE: Final = uuid.UUID("6f0b3d1e-2c4a-5b8e-9d7f-0a1b2c3d4e5f")
@@ -242,6 +247,85 @@ def send_json(
         "userMessage": user_message_json(user, session),
         "agentResponse": agent_response_json(reply, user),
         "sessionStatus": status_json(session, was_renewed=was_renewed),
+    }
+
+
+def websocket_send_json(user: Message, session: Session, *, was_renewed: bool) -> dict[str, Any]:
+    """The send-message answer of transports that answer at once (websocket): no reply yet."""
+    return {
+        "success": True,
+        "userMessage": user_message_json(user, session),
+        "sessionStatus": status_json(session, was_renewed=was_renewed),
+    }
+
+
+def broadcast_json(reply: Message, user: Message, session: Session) -> dict[str, Any]:
+    """The Socket.IO ``messageBroadcast`` of an agent reply.
+
+    ElizaOS's fields as its ``/api/messaging/submit`` broadcasts an agent's
+    answer (``senderName`` is its default ``"Agent"``: this runtime's agent has
+    no character name), plus ``channelId`` (the same as ``roomId``), which its
+    socket path sends and its web client reads first, and ``inReplyTo``.
+    """
+    content = agent_response_json(reply, user)
+    room = channel_id(session)
+    return {
+        "id": reply.id,
+        "senderId": session.agent_id,
+        "senderName": "Agent",
+        "text": reply.content,
+        "channelId": room,
+        "roomId": room,
+        "serverId": MESSAGE_SERVER_ID,
+        "createdAt": ms(reply.created_at),
+        "source": "agent_response",
+        "thought": content["thought"],
+        "actions": content["actions"],
+        "inReplyTo": user.id,
+    }
+
+
+def user_broadcast_json(
+    user: Message, session: Session, *, sender_name: str, source: str
+) -> dict[str, Any]:
+    """The ``messageBroadcast`` of a user message sent over Socket.IO (ElizaOS's socket path)."""
+    room = channel_id(session)
+    return {
+        "id": user.id,
+        "senderId": session.user_id,
+        "senderName": sender_name,
+        "text": user.content,
+        "channelId": room,
+        "roomId": room,
+        "messageServerId": MESSAGE_SERVER_ID,
+        "createdAt": ms(user.created_at),
+        "source": source,
+    }
+
+
+def stream_chunk_json(
+    session: Session, *, message_id: str, chunk: str, index: int
+) -> dict[str, Any]:
+    """ElizaOS's ``messageStreamChunk`` payload: one piece of a reply being made."""
+    return {
+        "messageId": message_id,
+        "chunk": chunk,
+        "index": index,
+        "agentId": session.agent_id,
+        "channelId": channel_id(session),
+    }
+
+
+def stream_error_json(
+    session: Session, *, message_id: str, error: str, partial_text: str
+) -> dict[str, Any]:
+    """ElizaOS's ``messageStreamError`` payload: the reply could not be made."""
+    return {
+        "messageId": message_id,
+        "channelId": channel_id(session),
+        "agentId": session.agent_id,
+        "error": error,
+        "partialText": partial_text,
     }
 
 

@@ -504,13 +504,20 @@ class SessionManager:
         return user
 
     async def close_exchange(
-        self, user: Message, reply: str | None = None, *, error: str | None = None
+        self,
+        user: Message,
+        reply: str | None = None,
+        *,
+        error: str | None = None,
+        reply_id: str | None = None,
     ) -> Message:
         """Store the agent's *reply* to *user* (from :meth:`open_exchange`), or an error marker.
 
         Exactly one of *reply* and *error* is given. An error marker is an
         agent message whose content is *error* and whose metadata has
-        ``"error": True``, so history shows the exchange failed.
+        ``"error": True``, so history shows the exchange failed. *reply_id*
+        is the stored message's id (default: a new UUID), for a transport that
+        named the reply while streaming it.
         """
         if (reply is None) == (error is None):
             raise InvalidSessionInputError("close_exchange takes exactly one of reply and error")
@@ -519,9 +526,10 @@ class SessionManager:
             meta["error"] = True
         text = reply if reply is not None else error
         assert text is not None
-        (stored,) = await self._writer.append(
-            user.session_id, [Draft("agent", text, meta)], renewals=0
+        draft = (
+            Draft("agent", text, meta) if reply_id is None else Draft("agent", text, meta, reply_id)
         )
+        (stored,) = await self._writer.append(user.session_id, [draft], renewals=0)
         return stored
 
     async def _release(self, lease: idempotency.Lease) -> None:
