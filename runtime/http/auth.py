@@ -16,6 +16,8 @@ from typing import Final
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .errors import send_json
+
 __all__ = ["API_KEY_HEADER", "AUTH_TOKEN_VARIABLE", "APIKeyMiddleware", "api_key_matches"]
 
 API_KEY_HEADER: Final = "x-api-key"
@@ -69,17 +71,7 @@ class APIKeyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_UNAUTHORIZED)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _UNAUTHORIZED})
+        await send_json(send, 401, _UNAUTHORIZED)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

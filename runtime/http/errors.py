@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, cast
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Send
 
 from kvstore import BackendUnavailableError, StoreClosedError, UpdateConflictError
 
@@ -135,6 +136,24 @@ def error_response(error: APIError) -> Response:
 def error_body(code: str, message: str) -> bytes:
     """The JSON error body as bytes, for answers sent below Starlette (middleware, protocol)."""
     return orjson.dumps({"error": {"code": code, "message": message, "timestamp": now_iso()}})
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer a raw ASGI request with a JSON *body* (for middleware that answers itself)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def guarded(fn: Endpoint) -> Endpoint:

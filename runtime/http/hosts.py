@@ -21,7 +21,7 @@ from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import error_body
+from .errors import error_body, send_json
 
 __all__ = ["ALLOWED_HOSTS_VARIABLE", "AllowedHostsMiddleware", "host_name", "parse_allowed_hosts"]
 
@@ -103,14 +103,4 @@ class AllowedHostsMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         body = error_body("INVALID_HOST", "the Host header names a host not served here")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 400, body)

@@ -41,6 +41,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kvstore import KVStore, KVStoreError
 from kvstore.options import check_int, parse_int
 
+from .errors import send_json
+
 __all__ = [
     "DEFAULT_RATE_LIMIT",
     "RATE_LIMIT_STORE",
@@ -345,19 +347,7 @@ class RateLimitMiddleware:
             (b"ratelimit-reset", reset),
         ]
         if count > limit.requests:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 429,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(_TOO_MANY)).encode()),
-                        (b"retry-after", reset),
-                        *headers,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": _TOO_MANY})
+            await send_json(send, 429, _TOO_MANY, [(b"retry-after", reset), *headers])
             return
 
         async def send_with_headers(message: Message) -> None:
