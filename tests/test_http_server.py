@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -238,16 +239,18 @@ async def _slow_stream(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"done\n"})
 
 
-@pytest.fixture
-def slow_server() -> Iterator[str]:
+@contextmanager
+def _threaded_server(app: Any, **options: Any) -> Iterator[int]:
+    """*app* under uvicorn in a thread, request timeout 1 s; yields its free port."""
     port = free_port()
     config = uvicorn.Config(
-        _slow_stream,
+        app,
         host="127.0.0.1",
         port=port,
         http=http_protocol(ServerLimits(request_timeout=1.0)),
         log_level="warning",
         lifespan="off",
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -256,10 +259,16 @@ def slow_server() -> Iterator[str]:
     while not server.started and time.monotonic() < end:
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield port
     finally:
         server.should_exit = True
         thread.join(DEADLINE)
+
+
+@pytest.fixture
+def slow_server() -> Iterator[str]:
+    with _threaded_server(_slow_stream) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_long_answer_outlives_the_request_timeout(slow_server: str) -> None:
@@ -281,23 +290,7 @@ async def _slow_websocket(scope: Any, receive: Any, send: Any) -> None:
 
 def test_an_upgraded_connection_is_exempt() -> None:
     pytest.importorskip("wsproto")
-    port = free_port()
-    config = uvicorn.Config(
-        _slow_websocket,
-        host="127.0.0.1",
-        port=port,
-        http=http_protocol(ServerLimits(request_timeout=1.0)),
-        ws="wsproto",
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + DEADLINE
-    while not server.started and time.monotonic() < end:
-        time.sleep(0.05)
-    try:
+    with _threaded_server(_slow_websocket, ws="wsproto") as port:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(
                 b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -312,9 +305,6 @@ def test_an_upgraded_connection_is_exempt() -> None:
                 raw += chunk
         assert raw.startswith(b"HTTP/1.1 101"), raw
         assert b"still here" in raw, raw
-    finally:
-        server.should_exit = True
-        thread.join(DEADLINE)
 
 
 # -- the accept-error filter ---------------------------------------------------------------
