@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import secrets
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, ClassVar, Final, Generic, Self, TypeVar
@@ -341,7 +342,7 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
         expiry = b"" if ttl is None else str(millis(ttl)).encode()
         expected = (b"0", b"") if stored is None else (b"1", stored)
         args = (*expected, new, expiry, b"1" if keep_ttl else b"0")
-        receipt = self._update_receipt()
+        receipt = self._update_receipt(rkey)
         if receipt is None:
             return bool(await self._command("EVAL", _CAS_SCRIPT, 1, rkey, *args))
         name, token, give_back = receipt
@@ -353,12 +354,12 @@ class RedisStoreBase(BaseStore, Generic[ClientT, ConnectionT]):
             give_back()
         return bool(swapped)
 
-    def _update_receipt(self) -> tuple[bytes, bytes, Callable[[], None]] | None:
-        """A receipt key in the updated key's slot, a fresh token, and how to return the key.
+    def _update_receipt(self, rkey: bytes) -> tuple[bytes, bytes, Callable[[], None]] | None:
+        """A receipt key in *rkey*'s slot, a fresh token, and how to hand the key back.
 
-        None (the default): no receipt, and a compare-and-set resent after a
-        lost reply may find its own write and report a conflict, so *fn* runs
-        again. :class:`~kvstore.RedisStore` lends one from a small pool.
+        None: no receipt, and a compare-and-set resent after a lost reply may
+        find its own write and report a conflict, so *fn* runs again. Both
+        stores lend one from a :class:`Receipts` pool (per slot tag on a cluster).
         """
         return None
 
@@ -497,3 +498,34 @@ async def scan(
             yield names
         if cursor == 0:
             return
+
+
+class Receipts:
+    """Names of the keys that record which update last committed through each.
+
+    One receipt per update in flight, reused by later updates (so there are
+    never more receipts than concurrent updates, each a few bytes, expiring
+    after :data:`RECEIPT_TTL_MS` unused). Each name is *start*, a NUL and this
+    pool's random id: with the store prefix as *start* (one server) no key of
+    any namespace can contain it, so no ``entries()`` or ``clear()`` pattern
+    (``prefix:namespace:*``) matches a receipt.
+    """
+
+    def __init__(self, start: bytes) -> None:
+        self._base = start + b"\x00update-receipt:" + secrets.token_hex(8).encode() + b":"
+        self._free: list[bytes] = []
+        self._made = 0
+
+    def lend(self) -> tuple[bytes, bytes, Callable[[], None]]:
+        """A receipt no other update in flight uses, a fresh token, and how to give it back."""
+        if self._free:
+            receipt = self._free.pop()
+        else:
+            self._made += 1
+            receipt = self._base + str(self._made).encode()
+        return receipt, secrets.token_bytes(16), lambda: self._free.append(receipt)
+
+    @property
+    def in_use(self) -> bool:
+        """True while a receipt is lent and not given back."""
+        return len(self._free) < self._made

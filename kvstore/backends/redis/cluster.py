@@ -11,6 +11,7 @@ primary. See docs/redis-cluster.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from ...errors import ConfigError
-from .base import RedisStoreBase, millis, px, scan
+from .base import Receipts, RedisStoreBase, millis, px, scan
 from .cluster_connection import ClusterConnection
 from .connection import PoolOptions
 from .urls import CLUSTER_SCHEMES, SCHEMES, redact, url_scheme
@@ -155,6 +156,34 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
                 )
         await self._batch(commands, "MSET")
 
+    def _update_receipt(self, rkey: bytes) -> tuple[bytes, bytes, Callable[[], None]] | None:
+        """A receipt in *rkey*'s slot: named with *rkey*'s hash tag (or *rkey* as the tag).
+
+        One pool per tag while updates of that tag are in flight, so this
+        process keeps nothing for keys it is not updating; Redis keeps one
+        small receipt per key updated in the last two minutes. None for the
+        rare key whose slot no tag can name (braces with an empty tag).
+        """
+        tag = slot_tag(rkey)
+        if tag is None:
+            return None
+        pools = self._receipt_pools
+        pool = pools.get(tag)
+        if pool is None:
+            pool = pools[tag] = Receipts(b"{" + tag + b"}")
+        receipt, token, give = pool.lend()
+
+        def give_back() -> None:
+            give()
+            if not pool.in_use:
+                pools.pop(tag, None)
+
+        return receipt, token, give_back
+
+    @functools.cached_property
+    def _receipt_pools(self) -> dict[bytes, Receipts]:
+        return {}
+
     async def _scan_names(
         self, pattern: bytes, *, unique: bool = True
     ) -> AsyncGenerator[list[bytes], None]:
@@ -207,3 +236,17 @@ def _slot_groups(rkeys: list[bytes]) -> list[list[bytes]]:
     for rkey in rkeys:
         groups.setdefault(key_slot(rkey), []).append(rkey)
     return list(groups.values())
+
+
+def slot_tag(rkey: bytes) -> bytes | None:
+    """A tag that, written as ``{tag}``, hashes to *rkey*'s slot; None if there is none.
+
+    Redis hashes the part between the first ``{`` and the next ``}`` when it is
+    not empty, else the whole key.
+    """
+    start = rkey.find(b"{")
+    if start >= 0:
+        end = rkey.find(b"}", start + 1)
+        if end > start + 1:
+            return rkey[start + 1 : end]
+    return None if b"}" in rkey else rkey

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from ...errors import ConfigError
-from .base import RedisStoreBase, px, scan
+from .base import Receipts, RedisStoreBase, px, scan
 from .connection import PoolOptions, ServerConnection
 from .urls import CLUSTER_SCHEMES, redact, url_scheme
 
@@ -136,43 +135,14 @@ class RedisStore(RedisStoreBase[redis.asyncio.Redis, ServerConnection]):
         await self._retry.run(transaction, "MULTI/SET/EXEC")
 
     @functools.cached_property
-    def _receipts(self) -> _Receipts:
-        return _Receipts(self._prefix)
+    def _receipts(self) -> Receipts:
+        return Receipts(self._prefix.encode())
 
-    def _update_receipt(self) -> tuple[bytes, bytes, Callable[[], None]]:
+    def _update_receipt(self, rkey: bytes) -> tuple[bytes, bytes, Callable[[], None]]:
         """A receipt from the pool (one per update in flight) and a fresh token."""
-        receipts = self._receipts
-        receipt = receipts.take()
-        return receipt, secrets.token_bytes(16), lambda: receipts.give(receipt)
+        return self._receipts.lend()
 
     def _scan_names(
         self, pattern: bytes, *, unique: bool = True
     ) -> AsyncGenerator[list[bytes], None]:
         return scan(lambda args: self._command(*args), pattern, unique=unique)
-
-
-class _Receipts:
-    """Names of the keys that record which update last committed through each.
-
-    One receipt per update in flight, reused by later updates (so there are
-    never more receipts than concurrent updates, each a few bytes, expiring
-    when unused). The names start with the store prefix and a NUL, which no
-    key of any namespace can contain: no ``entries()`` or ``clear()`` pattern
-    (``prefix:namespace:*``) matches them.
-    """
-
-    def __init__(self, prefix: str) -> None:
-        self._base = prefix.encode() + b"\x00update-receipt:" + secrets.token_hex(8).encode()
-        self._free: list[bytes] = []
-        self._made = 0
-
-    def take(self) -> bytes:
-        """A receipt no other update in flight uses."""
-        if self._free:
-            return self._free.pop()
-        self._made += 1
-        return self._base + b":" + str(self._made).encode()
-
-    def give(self, receipt: bytes) -> None:
-        """Hand *receipt* back for reuse."""
-        self._free.append(receipt)
