@@ -64,11 +64,37 @@ async def test_a_mass_expiry_is_reclaimed_in_bounded_batches() -> None:
     assert len(drops) >= count // RECLAIM_BATCH
 
 
-async def test_rewrites_do_not_grow_the_expiry_heap_without_bound() -> None:
-    store = MemoryStore(clock=ManualClock())
+def _indexed(store: MemoryStore) -> int:
+    return sum(len(bucket) for bucket in store._buckets.values())
+
+
+async def test_rewrites_move_a_key_between_expiry_buckets() -> None:
+    clock = ManualClock()
+    store = MemoryStore(clock=clock)
     for i in range(10_000):
         await store.set("same", i, ttl=3600)
-    assert len(store._expiries) <= 2 * len(store) + 64 + 1
+        clock.advance_by(0.5)  # a new bucket every other rewrite
+    assert _indexed(store) == 1
+    await store.expire("same", 10)
+    await store.persist("same")
+    await store.set("other", 1, ttl=60)
+    await store.delete("other")
+    assert _indexed(store) == 0
+
+
+async def test_keys_rewritten_before_their_bucket_is_due_are_kept() -> None:
+    clock = ManualClock()
+    store = MemoryStore(clock=clock)
+    await store.set_many({f"k{i}": i for i in range(50)}, ttl=5)
+    clock.advance_by(10)
+    assert await store.get("k0") is None  # expired, dropped by the read, still indexed
+    await store.set("k0", "again", ttl=100)  # same key, a later bucket
+    await store.set("trigger", 1)
+    assert await store.get("k0") == "again"
+    assert len(store) == 2
+    clock.advance_by(200)
+    await store.set("trigger", 2)
+    assert len(store) == 1
 
 
 async def test_scalars_and_containers_are_independent_copies() -> None:

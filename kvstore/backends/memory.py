@@ -26,6 +26,9 @@ _MAX_BYTES_PER_CHAR: Final = 6
 RECLAIM_BATCH: Final = 512
 """Most expired entries one call reclaims (expired keys are invisible at once regardless)."""
 
+BUCKET_SECONDS: Final = 1.0
+"""Width of one expiry bucket: keys expiring within the same second share one."""
+
 _Entry = tuple[Any, float | None]  # (stored value, absolute expiry on the clock or None)
 
 _URL_OPTIONS: Final[dict[str, TextOption]] = {
@@ -37,8 +40,11 @@ _URL_OPTIONS: Final[dict[str, TextOption]] = {
 class MemoryStore(BaseStore):
     """A TTL-aware in-process store, optionally bounded with LRU eviction.
 
-    Expired keys are invisible at once and reclaimed in expiry order (a heap),
-    so reclaiming costs O(expired), never a scan of every key. Containers are
+    Expired keys are invisible at once and reclaimed bucket by bucket: keys
+    with a TTL are indexed by the second they expire in (a dict per second,
+    and a heap of the seconds), so reclaiming costs O(expired), never a scan
+    of every key, and a rewrite moves its key between buckets in O(1), so the
+    index never needs rebuilding. Containers are
     stored JSON-encoded, which validates them and keeps the caller's objects
     and the stored ones apart; scalars are stored as they are.
 
@@ -73,7 +79,12 @@ class MemoryStore(BaseStore):
         self._lru: OrderedDict[str, _Entry] | None = (
             self._data if isinstance(self._data, OrderedDict) else None
         )
-        self._expiries: list[tuple[float, str]] = []  # heap of (expires_at, key)
+        # Expiry index: bucket (expires_at // BUCKET_SECONDS) -> its keys, as an
+        # insertion-ordered set; and a heap of the buckets. A bucket may hold a
+        # key that has since been deleted or rewritten only while it is due to
+        # be reclaimed (expired keys are not unindexed when a read drops them).
+        self._buckets: dict[float, dict[str, None]] = {}
+        self._due: list[float] = []
         self._raw_scalars = type(self._codec) is JSONCodec
         self._max_raw_str = (self._max_value_bytes - 2) // _MAX_BYTES_PER_CHAR
 
@@ -221,11 +232,16 @@ class MemoryStore(BaseStore):
         return entry[0]
 
     def _put(self, key: str, stored: Any, ttl: float | None) -> None:
+        data = self._data
+        if self._buckets:  # some key has a TTL: this one may be moving buckets
+            old = data.get(key)
+            if old is not None and old[1] is not None:
+                self._unschedule(key, old[1])
         if ttl is None:
-            self._data[key] = (stored, None)
+            data[key] = (stored, None)
         else:
             expires_at = self._clock() + ttl
-            self._data[key] = (stored, expires_at)
+            data[key] = (stored, expires_at)
             self._schedule(key, expires_at)
         lru = self._lru
         if lru is not None:
@@ -233,12 +249,14 @@ class MemoryStore(BaseStore):
             if len(lru) > self._bound:
                 self._reclaim()
                 while len(lru) > self._bound:
-                    lru.popitem(last=False)
-        elif self._expiries and self._expiries[0][0] <= self._clock():
+                    evicted, entry = lru.popitem(last=False)
+                    if entry[1] is not None:
+                        self._unschedule(evicted, entry[1])
+        elif self._due and self._due[0] + BUCKET_SECONDS <= self._clock():
             self._reclaim()
 
     def _put_keeping_ttl(self, key: str, stored: Any, ttl: float | None) -> None:
-        """:meth:`_put`, but a live key keeps its expiry (and its item in the heap)."""
+        """:meth:`_put`, but a live key keeps its expiry (and its place in the expiry index)."""
         if self._live(key) is MISSING:
             self._put(key, stored, ttl)
             return
@@ -247,30 +265,44 @@ class MemoryStore(BaseStore):
             self._lru.move_to_end(key)
 
     def _schedule(self, key: str, expires_at: float) -> None:
-        heap = self._expiries
-        heapq.heappush(heap, (expires_at, key))
-        # Rewrites leave stale heap items behind; rebuild when they dominate.
-        if len(heap) > 2 * len(self._data) + 64:
-            self._expiries = [(e[1], k) for k, e in self._data.items() if e[1] is not None]
-            heapq.heapify(self._expiries)
+        bucket_id = expires_at // BUCKET_SECONDS
+        bucket = self._buckets.get(bucket_id)
+        if bucket is None:
+            bucket = self._buckets[bucket_id] = {}
+            heapq.heappush(self._due, bucket_id)
+        bucket[key] = None
+
+    def _unschedule(self, key: str, expires_at: float) -> None:
+        bucket = self._buckets.get(expires_at // BUCKET_SECONDS)
+        if bucket is not None:
+            bucket.pop(key, None)  # an emptied bucket leaves with the next reclaim
 
     def _reclaim(self) -> None:
-        """Drop up to :data:`RECLAIM_BATCH` expired entries, in expiry order.
+        """Drop up to :data:`RECLAIM_BATCH` expired entries, oldest bucket first.
 
         Bounded so that no call pays for a mass expiry at once (a million keys
         expiring together would otherwise stall the event loop for seconds):
         every write reclaims one batch, so reclaiming keeps ahead of writing.
+        Only buckets wholly in the past are taken, so every key of one has
+        expired, unless it was rewritten or deleted since (then it is skipped).
         """
-        heap = self._expiries
-        now = self._clock()
-        for _ in range(RECLAIM_BATCH):
-            if not heap or heap[0][0] > now:
-                return
-            expires_at, key = heapq.heappop(heap)
-            entry = self._data.get(key)
-            # A key rewritten since has a newer deadline: its heap item is stale.
-            if entry is not None and entry[1] == expires_at:
-                del self._data[key]
+        due, buckets, data = self._due, self._buckets, self._data
+        horizon = self._clock() - BUCKET_SECONDS
+        work = RECLAIM_BATCH
+        while due and due[0] <= horizon:
+            bucket_id = due[0]
+            bucket = buckets[bucket_id]
+            while bucket:
+                if work == 0:
+                    return
+                work -= 1
+                key, _ = bucket.popitem()
+                entry = data.get(key)
+                if entry is not None and entry[1] is not None:
+                    if entry[1] // BUCKET_SECONDS == bucket_id:
+                        del data[key]
+            del buckets[bucket_id]
+            heapq.heappop(due)
 
     # -- primitives -----------------------------------------------------------------
 
@@ -313,10 +345,12 @@ class MemoryStore(BaseStore):
             self._put(key, stored, ttl)
 
     async def _delete(self, key: str) -> bool:
-        live = self._live(key) is not MISSING
-        if live:
-            del self._data[key]
-        return live
+        if self._live(key) is MISSING:
+            return False
+        expires_at = self._data.pop(key)[1]
+        if expires_at is not None:
+            self._unschedule(key, expires_at)
+        return True
 
     async def _add(self, key: str, stored: Any, ttl: float | None) -> bool:
         if self._live(key) is not MISSING:
@@ -338,6 +372,9 @@ class MemoryStore(BaseStore):
         stored = self._live(key)
         if stored is MISSING:
             return False
+        old_expiry = self._data[key][1]
+        if old_expiry is not None:
+            self._unschedule(key, old_expiry)
         expires_at = self._clock() + ttl
         self._data[key] = (stored, expires_at)
         self._schedule(key, expires_at)
@@ -357,7 +394,9 @@ class MemoryStore(BaseStore):
         stored = self._live(key)
         if stored is MISSING:
             return False
-        # The key's heap item goes stale: _reclaim skips items whose deadline changed.
+        old_expiry = self._data[key][1]
+        if old_expiry is not None:
+            self._unschedule(key, old_expiry)
         self._data[key] = (stored, None)
         return True
 
@@ -365,7 +404,9 @@ class MemoryStore(BaseStore):
         stored = self._live(key)
         if stored is MISSING or stored != token:
             return False
-        del self._data[key]
+        expires_at = self._data.pop(key)[1]
+        if expires_at is not None:
+            self._unschedule(key, expires_at)
         return True
 
     async def _entries(self, prefix: str) -> AsyncGenerator[tuple[str, Any], None]:
@@ -378,7 +419,8 @@ class MemoryStore(BaseStore):
 
     async def _clear(self) -> None:
         self._data.clear()
-        self._expiries.clear()
+        self._buckets.clear()
+        self._due.clear()
 
     async def _aclose(self) -> None:
         await self._clear()
