@@ -21,7 +21,8 @@ from typing import Any
 import anyio
 import pytest
 from fixtures_redis import shift_server_clocks
-from test_sessions_replica_path import GatedStore, OneStore
+from test_sessions import SingleStoreService
+from test_sessions_replica_path import GatedStore
 
 from kvstore import (
     BackendUnavailableError,
@@ -79,7 +80,7 @@ class Backend:
 
     def manager(self, store: KVStore | None = None, *, hold: bool = False) -> SessionManager:
         """A replica on the backend; *store*: a wrapper of its sessions store."""
-        service = self.service if store is None else OneStore(store)
+        service = self.service if store is None else SingleStoreService(store)
         return SessionManager(
             Host(service, hold=hold),
             clock=self.clock,

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from test_sessions import SingleStoreService
 
 from kvstore import KVStore, MemoryStore, StoreService
 from kvstore.testing import ManualClock
@@ -80,19 +81,6 @@ class GatedStore(StoreWrapper):
     async def add(self, key: str, value: Any, *, ttl: float | None = None) -> bool:
         await self._gate([key])
         return await self.inner.add(key, value, ttl=ttl)
-
-
-class OneStore:
-    """A KVStoreService handing out one store for every name."""
-
-    def __init__(self, store: KVStore) -> None:
-        self.store = store
-
-    def get_store(self, name: str) -> KVStore:
-        return self.store
-
-    async def aclose(self) -> None:
-        await self.store.aclose()
 
 
 class CountingStore(StoreWrapper):
@@ -155,7 +143,7 @@ async def poll(
 async def test_a_poller_never_skips_a_message_allocated_before_a_later_one_was_written() -> None:
     clock = ManualClock(START)
     gated = GatedStore(MemoryStore(clock=clock))
-    service = OneStore(gated)
+    service = SingleStoreService(gated)
     slow, fast, reader = (SessionManager(Host(service), clock=clock) for _ in range(3))
     session = await fast.create(user_id="u")
     cursor = session.created_at
@@ -207,7 +195,7 @@ async def test_a_burst_gets_distinct_whole_millisecond_timestamps() -> None:
 async def test_concurrent_senders_share_record_updates() -> None:
     clock = ManualClock(START)
     counting = CountingStore(MemoryStore(clock=clock))
-    manager = SessionManager(Host(OneStore(counting)), clock=clock)
+    manager = SessionManager(Host(SingleStoreService(counting)), clock=clock)
     session = await manager.create(user_id="u")
     counting.updates = 0
     async with anyio.create_task_group() as group:
@@ -258,7 +246,7 @@ async def test_a_replica_with_its_clock_an_hour_ahead_does_not_hide_sessions_fro
 async def test_creates_write_the_same_bytes_however_many_sessions_exist() -> None:
     clock = ManualClock(START)  # every session lands in one expiry bucket
     counting = CountingStore(MemoryStore(clock=clock))
-    manager = SessionManager(Host(OneStore(counting)), clock=clock)
+    manager = SessionManager(Host(SingleStoreService(counting)), clock=clock)
     written = []
     for _ in range(6):
         counting.bytes_written = 0
