@@ -16,6 +16,7 @@ when ``CI`` is set, else ``dev``):
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -70,3 +71,12 @@ _stable_contract_ids()
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL that several processes share: a SQLite file, or the session's Redis."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return f"sqlite:///{tmp_path / 'sessions.db'}"

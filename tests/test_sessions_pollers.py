@@ -8,16 +8,13 @@ one process but not yet written was skipped while later seqs already were.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import pytest
+from test_sessions_replicas import Replica
 
 import kvstore
 from runtime.messages import Message
@@ -45,7 +42,7 @@ async def main(url, command, session_id, *args):
         sessions = runtime.sessions
         if command == "send":
             name, senders, count = args[0], int(args[1]), int(args[2])
-            print("ready", flush=True)
+            print(json.dumps("ready"), flush=True)
             sys.stdin.readline()
 
             async def sender(i):
@@ -55,10 +52,10 @@ async def main(url, command, session_id, *args):
             async with anyio.create_task_group() as group:
                 for i in range(senders):
                     group.start_soon(sender, i)
-            print("done", flush=True)
+            print(json.dumps("done"), flush=True)
         else:
             total, cursor, seen = int(args[0]), float(args[1]), []
-            print("ready", flush=True)
+            print(json.dumps("ready"), flush=True)
             with anyio.fail_after(120):
                 while len(seen) < total:
                     page = await sessions.messages(session_id, after=cursor, limit=7)
@@ -75,53 +72,12 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-class Worker:
-    """One worker process, talking lines on stdin/stdout."""
-
-    def __init__(self, script: Path, *args: str) -> None:
-        root = Path(kvstore.__file__).resolve().parents[1]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
-        self.process = subprocess.Popen(
-            [sys.executable, str(script), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-
-    def receive(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            _, stderr = self.process.communicate(timeout=30)
-            pytest.fail(f"worker exited early:\n{stderr.decode(errors='replace')}")
-        return line.decode().strip()
-
-    def tell(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        self.process.stdin.flush()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        return url
-    return f"sqlite:///{tmp_path / 'sessions.db'}"
-
-
 @pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
+def workers() -> Iterator[list[Replica]]:
+    started: list[Replica] = []
     yield started
     for worker in started:
-        worker.stop()
+        worker.kill()
 
 
 class _Host:
@@ -138,7 +94,7 @@ class _Host:
 
 
 def test_a_poller_in_a_third_process_sees_every_message_exactly_once(
-    tmp_path: Path, backend_url: str, workers: list[Worker]
+    tmp_path: Path, backend_url: str, workers: list[Replica]
 ) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -149,10 +105,10 @@ def test_a_poller_in_a_third_process_sees_every_message_exactly_once(
             return session.id, session.created_at
 
     session_id, created_at = anyio.run(create)
-    poller = Worker(script, backend_url, "poll", session_id, str(TOTAL), repr(created_at))
+    poller = Replica(script, backend_url, "poll", session_id, str(TOTAL), repr(created_at))
     workers.append(poller)
     senders = [
-        Worker(script, backend_url, "send", session_id, name, str(SENDERS), str(PER_SENDER))
+        Replica(script, backend_url, "send", session_id, name, str(SENDERS), str(PER_SENDER))
         for name in "AB"
     ]
     workers.extend(senders)
@@ -162,7 +118,7 @@ def test_a_poller_in_a_third_process_sees_every_message_exactly_once(
         sender.tell("go")
     for sender in senders:
         assert sender.receive() == "done"
-    seen = json.loads(poller.receive())
+    seen = poller.receive()
 
     async def history() -> tuple[list[str], int]:
         async with kvstore.open_service(backend_url) as service:

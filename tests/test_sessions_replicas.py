@@ -139,14 +139,6 @@ def replica_script(tmp_path: Path) -> Path:
     return script
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        return url
-    return f"sqlite:///{tmp_path / 'sessions.db'}"
-
-
 @pytest.fixture
 def replicas() -> Iterator[list[Replica]]:
     started: list[Replica] = []
