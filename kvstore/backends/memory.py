@@ -235,7 +235,7 @@ class MemoryStore(BaseStore):
         data = self._data
         if self._buckets:  # some key has a TTL: this one may be moving buckets
             old = data.get(key)
-            if old is not None and old[1] is not None:
+            if old is not None:
                 self._unschedule(key, old[1])
         if ttl is None:
             data[key] = (stored, None)
@@ -250,8 +250,7 @@ class MemoryStore(BaseStore):
                 self._reclaim()
                 while len(lru) > self._bound:
                     evicted, entry = lru.popitem(last=False)
-                    if entry[1] is not None:
-                        self._unschedule(evicted, entry[1])
+                    self._unschedule(evicted, entry[1])
         elif self._due and self._due[0] + BUCKET_SECONDS <= self._clock():
             self._reclaim()
 
@@ -272,7 +271,9 @@ class MemoryStore(BaseStore):
             heapq.heappush(self._due, bucket_id)
         bucket[key] = None
 
-    def _unschedule(self, key: str, expires_at: float) -> None:
+    def _unschedule(self, key: str, expires_at: float | None) -> None:
+        if expires_at is None:
+            return
         bucket = self._buckets.get(expires_at // BUCKET_SECONDS)
         if bucket is not None:
             bucket.pop(key, None)  # an emptied bucket leaves with the next reclaim
@@ -347,9 +348,7 @@ class MemoryStore(BaseStore):
     async def _delete(self, key: str) -> bool:
         if self._live(key) is MISSING:
             return False
-        expires_at = self._data.pop(key)[1]
-        if expires_at is not None:
-            self._unschedule(key, expires_at)
+        self._unschedule(key, self._data.pop(key)[1])
         return True
 
     async def _add(self, key: str, stored: Any, ttl: float | None) -> bool:
@@ -372,9 +371,7 @@ class MemoryStore(BaseStore):
         stored = self._live(key)
         if stored is MISSING:
             return False
-        old_expiry = self._data[key][1]
-        if old_expiry is not None:
-            self._unschedule(key, old_expiry)
+        self._unschedule(key, self._data[key][1])
         expires_at = self._clock() + ttl
         self._data[key] = (stored, expires_at)
         self._schedule(key, expires_at)
@@ -394,9 +391,7 @@ class MemoryStore(BaseStore):
         stored = self._live(key)
         if stored is MISSING:
             return False
-        old_expiry = self._data[key][1]
-        if old_expiry is not None:
-            self._unschedule(key, old_expiry)
+        self._unschedule(key, self._data[key][1])
         self._data[key] = (stored, None)
         return True
 
@@ -404,9 +399,7 @@ class MemoryStore(BaseStore):
         stored = self._live(key)
         if stored is MISSING or stored != token:
             return False
-        expires_at = self._data.pop(key)[1]
-        if expires_at is not None:
-            self._unschedule(key, expires_at)
+        self._unschedule(key, self._data.pop(key)[1])
         return True
 
     async def _entries(self, prefix: str) -> AsyncGenerator[tuple[str, Any], None]:
