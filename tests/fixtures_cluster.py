@@ -14,15 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures_redis import require_redis_binaries, server_side_ttl_backend
+from fixtures_redis import server_side_ttl_backend
 
 from kvstore.testing import ContractBackend
 from kvstore.testing.redis_cluster import RedisServerCluster
+from kvstore.testing.redis_server import require_binaries
 
 
 def require_redis_cluster_tools() -> None:
     """Skip (or, under CI, fail) the calling test when redis-server or redis-cli is missing."""
-    require_redis_binaries("redis-server", "redis-cli")
+    require_binaries("redis-server", "redis-cli")
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,6 @@ binary the Redis tests are skipped locally and fail under CI (env ``CI`` set).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator, Sequence
 
 import anyio
@@ -16,19 +14,9 @@ import pytest
 
 import kvstore
 from kvstore.testing import ContractBackend
-from kvstore.testing.redis_server import RedisServer
+from kvstore.testing.redis_server import RedisServer, require_binaries
 
 UNIX_SOCKET_NAME = "redis.sock"
-
-
-def require_redis_binaries(*names: str) -> None:
-    """Skip (or, under CI, fail) the calling test when a Redis binary is missing."""
-    missing = [name for name in names if shutil.which(name) is None]
-    if missing:
-        message = f"{' and '.join(missing)} not installed (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 async def shift_server_clocks(servers: Sequence[str], seconds: float) -> None:
@@ -78,7 +66,7 @@ def server_side_ttl_backend(url: str, servers: Sequence[str] = ()) -> ContractBa
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server shared by the session; it also listens on ``dir/redis.sock``."""
-    require_redis_binaries("redis-server")
+    require_binaries("redis-server")
     server = RedisServer(extra_args=("--unixsocketperm", "700"))
     server.extra_args += ("--unixsocket", str(server.dir / UNIX_SOCKET_NAME))
     with server:

@@ -9,26 +9,15 @@ binaries the Redis cases are skipped locally and fail under CI (env ``CI``).
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kvstore.testing.redis_cluster import RedisServerCluster
-from kvstore.testing.redis_server import RedisServer
+from kvstore.testing.redis_server import RedisServer, require_binaries
 
 BACKENDS = ("memory", "sqlite", "redis", "redis-cluster")
-
-
-def _require(*names: str) -> None:
-    missing = [name for name in names if shutil.which(name) is None]
-    if missing:
-        message = f"{' and '.join(missing)} not installed (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def _flush(host: str, port: int) -> None:
@@ -41,7 +30,7 @@ def _flush(host: str, port: int) -> None:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server for the session."""
-    _require("redis-server")
+    require_binaries("redis-server")
     with RedisServer() as server:
         yield server
 
@@ -49,7 +38,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisServerCluster]:
     """A private 3-primary Redis Cluster for the session."""
-    _require("redis-server", "redis-cli")
+    require_binaries("redis-server", "redis-cli")
     with RedisServerCluster(primaries=3) as cluster:
         yield cluster
 

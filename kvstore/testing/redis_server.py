@@ -39,6 +39,7 @@ __all__ = [
     "RedisServerError",
     "RedisServerNotFoundError",
     "free_port",
+    "require_binaries",
 ]
 
 HOST: Final = "127.0.0.1"
@@ -53,6 +54,22 @@ class RedisServerError(RuntimeError):
 
 class RedisServerNotFoundError(RedisServerError, FileNotFoundError):
     """The ``redis-server`` binary is not installed (or not on ``PATH``)."""
+
+
+def require_binaries(*names: str) -> None:
+    """Skip the calling pytest test when a Redis binary is missing, or fail it when ``CI`` is set.
+
+    Imports pytest only when called: this module itself does not need it.
+    """
+    missing = [name for name in names if shutil.which(name) is None]
+    if not missing:
+        return
+    import pytest
+
+    message = f"{' and '.join(missing)} not installed (apt-get install redis-server)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def free_port() -> int:
