@@ -107,3 +107,18 @@ def test_a_slot_tag_names_the_slot_of_the_key() -> None:
         assert key_slot(b"{" + tag + b"}\x00update-receipt:1") == key_slot(rkey)
     assert slot_tag(b"a{}b") is None  # hashed whole, and no tag can name it
     assert slot_tag(b"a}b") is None
+
+
+async def test_a_cluster_key_keeps_one_receipt_however_often_it_is_updated(
+    cluster_url: str,
+) -> None:
+    async with RedisClusterStore(cluster_url, namespace="app") as store:
+        for _ in range(20):
+            await store.update("n", lambda value: value + 1, default=0)
+        assert await store.get("n") == 20
+        client = store.cluster_client
+        # redis-py merges the primaries' answers into one list.
+        receipts = await client.execute_command(
+            "KEYS", "*update-receipt*", target_nodes=client.get_primaries()
+        )
+        assert len(receipts) == 1, receipts

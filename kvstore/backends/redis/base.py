@@ -505,14 +505,17 @@ class Receipts:
 
     One receipt per update in flight, reused by later updates (so there are
     never more receipts than concurrent updates, each a few bytes, expiring
-    after :data:`RECEIPT_TTL_MS` unused). Each name is *start*, a NUL and this
-    pool's random id: with the store prefix as *start* (one server) no key of
-    any namespace can contain it, so no ``entries()`` or ``clear()`` pattern
-    (``prefix:namespace:*``) matches a receipt.
+    after :data:`RECEIPT_TTL_MS` unused). Each name is *start*, a NUL and
+    *owner* (a random id per store, default: one per pool): with the store
+    prefix as *start* (one server) no key of any namespace can contain it, so
+    no ``entries()`` or ``clear()`` pattern (``prefix:namespace:*``) matches a
+    receipt. A pool made again with the same *start* and *owner* reuses the
+    same names, so its receipts on the server are overwritten, not added.
     """
 
-    def __init__(self, start: bytes) -> None:
-        self._base = start + b"\x00update-receipt:" + secrets.token_hex(8).encode() + b":"
+    def __init__(self, start: bytes, owner: bytes | None = None) -> None:
+        owner = secrets.token_hex(8).encode() if owner is None else owner
+        self._base = start + b"\x00update-receipt:" + owner + b":"
         self._free: list[bytes] = []
         self._made = 0
 

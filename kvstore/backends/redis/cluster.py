@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import secrets
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Final
 
@@ -170,7 +171,7 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
         pools = self._receipt_pools
         pool = pools.get(tag)
         if pool is None:
-            pool = pools[tag] = Receipts(b"{" + tag + b"}")
+            pool = pools[tag] = Receipts(b"{" + tag + b"}", self._receipt_owner)
         receipt, token, give = pool.lend()
 
         def give_back() -> None:
@@ -183,6 +184,12 @@ class RedisClusterStore(RedisStoreBase[RedisCluster, ClusterConnection]):
     @functools.cached_property
     def _receipt_pools(self) -> dict[bytes, Receipts]:
         return {}
+
+    @functools.cached_property
+    def _receipt_owner(self) -> bytes:
+        # One id per store: a key's pool, dropped while idle and made again,
+        # names the same receipts, so Redis holds one per key, not per update.
+        return secrets.token_hex(8).encode()
 
     async def _scan_names(
         self, pattern: bytes, *, unique: bool = True
