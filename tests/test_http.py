@@ -39,6 +39,7 @@ from runtime.http import (
     ms,
 )
 from runtime.sessions import Session, SessionManager, SessionsConfig
+from runtime.sessions.keys import session_key
 
 pytestmark = pytest.mark.anyio
 
@@ -395,6 +396,37 @@ async def test_send_message(client: httpx.AsyncClient, clock: ManualClock) -> No
     assert history[1]["metadata"] == user["metadata"]
     assert history[1]["authorId"] == USER and history[0]["authorId"] == AGENT
     assert set(history[1]) == {"id", "content", "authorId", "isAgent", "createdAt", "metadata"}
+
+
+@pytest.mark.parametrize(
+    ("transport", "key"), [("http", None), ("websocket", None), ("sse", None), ("http", "k-1")]
+)
+async def test_a_send_reads_the_session_record_once(
+    client: httpx.AsyncClient,
+    manager: SessionManager,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+    key: str | None,
+) -> None:
+    """ElizaOS's 404/410 check reads it; the answer's status comes from the commit."""
+    session_id = (await create(client))["sessionId"]
+    store, reads = manager.store, []
+    real_get = store.get
+
+    async def get(key: str, default: Any = None) -> Any:
+        reads.append(key)
+        return await real_get(key, default)
+
+    monkeypatch.setattr(store, "get", get)
+    response = await client.post(
+        f"{API_PREFIX}/{session_id}/messages",
+        json={"content": "hello", "transport": transport},
+        headers={} if key is None else {"Idempotency-Key": key},
+    )
+    assert response.status_code in (200, 201), response.text
+    assert reads.count(session_key(session_id)) == 1
+    if transport == "http":
+        assert response.json()["sessionStatus"]["renewalCount"] == 1
 
 
 async def test_send_without_auto_renew_was_not_renewed(client: httpx.AsyncClient) -> None:

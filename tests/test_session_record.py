@@ -20,7 +20,7 @@ from kvstore.testing import ManualClock
 from runtime import AgentRuntime
 from runtime.errors import SessionError
 from runtime.sessions import SessionManager, SessionRecordError, TimeoutConfig
-from runtime.sessions.record import SessionRecord
+from runtime.sessions.record import SessionRecord, spans
 
 pytestmark = pytest.mark.anyio
 
@@ -173,6 +173,24 @@ def test_pending_ranges_keep_their_fences_through_the_stored_form() -> None:
     assert SessionRecord.from_dict(stored) == plain
 
 
+def test_dead_seqs_of_a_given_up_range_go_through_the_stored_form() -> None:
+    record = SessionRecord.from_dict(orjson.loads(FRESH))
+    allocated = record.with_messages(record.created_at + 1, 6, renewals=3)
+    assert "dead" not in allocated.to_dict()  # written only when there are some
+    dead = spans([5, 1, 2, 4])
+    assert dead == ((1, 2), (4, 2))
+    given_up = allocated.given_up(0, 4, dead)
+    stored = orjson.loads(orjson.dumps(given_up.to_dict()))
+    assert stored["dead"] == [[1, 2], [4, 2]]
+    assert (stored["holes"], stored["pending"]) == (4, [])
+    decoded = SessionRecord.from_dict(stored)
+    assert decoded == given_up
+    assert decoded.dead_seqs() == {1, 2, 4, 5}
+    assert decoded.visible_count == 2
+    # A range given up twice (two give-ups racing) counts once.
+    assert decoded.given_up(0, 4, dead) == decoded
+
+
 def test_the_record_is_frozen_and_slotted() -> None:
     record = SessionRecord.from_dict(orjson.loads(FRESH))
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -186,7 +204,9 @@ def test_the_record_is_frozen_and_slotted() -> None:
     ("change", "fragment"),
     [
         ({"v": 3}, "format version 3"),
-        ({"v": 2, "pending": [[0, 1]], "holes": 0}, "'pending'/'holes' are malformed"),
+        ({"v": 2, "pending": [[0, 1]], "holes": 0}, "'pending'/'holes'/'dead' are malformed"),
+        ({"v": 2, "pending": [], "holes": 0, "dead": [[0]]}, "'dead' are malformed"),
+        ({"v": 2, "pending": [], "holes": 0, "dead": [[0, True]]}, "'dead' are malformed"),
         ({"v": 2, "pending": [[0, 2, 1.0, [[0, 2, "i:x"]]]], "holes": 0}, "are malformed"),
         ({"v": 2, "pending": [[0, 2, 1.0, {}]], "holes": 0}, "are malformed"),
         ({"v": "1"}, "format version '1'"),

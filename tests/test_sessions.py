@@ -43,6 +43,7 @@ from runtime.sessions import (
     SessionsConfig,
     TimeoutConfig,
 )
+from runtime.sessions.keys import message_key, session_key
 
 pytestmark = pytest.mark.anyio
 
@@ -353,6 +354,53 @@ async def test_exchange_returns_both_messages(manager: SessionManager) -> None:
     exchange = await manager.exchange(session.id, "ping")
     assert exchange.user.role == "user" and exchange.reply.role == "agent"
     assert await manager.messages(session.id) == [exchange.reply, exchange.user]
+
+
+async def test_post_answers_from_the_commit_without_reading_the_session_again(
+    manager: SessionManager, wrapped: WrappedStore, clock: ManualClock
+) -> None:
+    session = await manager.create(user_id="u")
+    clock.advance_by(1)
+    wrapped.reset()
+    posted = await manager.post(session, "ping")
+    assert session_key(session.id) not in wrapped.keys_read  # exchange() reads it once
+    assert posted.reply is not None and posted.reply.content == "re: ping"
+    assert await manager.messages(session.id) == [posted.reply, posted.user]
+    assert posted.session == await manager.get(session.id)
+    assert posted.session.message_count == 2
+    assert posted.renewed and posted.session.renewal_count == session.renewal_count + 1
+    # Without the reply: the user message alone, as open_exchange() stores it.
+    opened = await manager.post(posted.session, "later", reply=False)
+    assert (opened.reply, opened.session.message_count) == (None, 3)
+    assert await manager.close_exchange(opened.user, "re: later")
+    assert (await manager.get(session.id)).message_count == 4
+
+
+async def test_post_refuses_what_it_cannot_store(manager: SessionManager) -> None:
+    session = await manager.create(user_id="u")
+    with pytest.raises(InvalidSessionInputError, match="needs reply=True"):
+        await manager.post(session, "hi", idempotency_key="k", reply=False)
+    with pytest.raises(TypeError, match="takes a Session"):
+        await manager.post(session.id, "hi")  # type: ignore[arg-type]
+    await manager.end(session.id)
+    with pytest.raises(SessionNotFoundError):
+        await manager.post(session, "hi")  # the snapshot is stale: storing checks
+    assert await manager.store.get(message_key(session.id, 0)) is None
+
+
+async def test_post_with_a_snapshot_older_than_a_timeout_change_keeps_the_record_alive(
+    runtime: FakeRuntime, clock: ManualClock, memory: MemoryStore
+) -> None:
+    """The record's TTL is fixed from the snapshot's timeout; the commit fixes it when it moved."""
+    manager = configured(runtime, clock, default_timeout_minutes=5, max_duration_minutes=600)
+    snapshot = await manager.create(user_id="u")
+    await manager.update_timeout(snapshot.id, TimeoutConfig(timeout_minutes=120))
+    posted = await manager.post(snapshot, "ping")
+    assert posted.session.expires_at == pytest.approx(clock() + 120 * 60)
+    ttl = await memory.ttl(session_key(snapshot.id))
+    assert ttl is not None and ttl >= 120 * 60
+    clock.advance_by(60 * 60)  # past the old timeout, well before the new one
+    assert (await manager.get(snapshot.id)).message_count == 2
 
 
 async def test_timestamps_strictly_increase_when_the_clock_stands_still(

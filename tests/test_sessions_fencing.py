@@ -34,6 +34,7 @@ from kvstore import (
 )
 from kvstore.testing import ManualClock
 from kvstore.wrapper import StoreWrapper
+from runtime.errors import ExchangeNotStoredError
 from runtime.messages import Message
 from runtime.sessions import IdempotencyInFlightError, SessionManager, SessionsConfig
 from runtime.sessions.keys import SESSIONS_STORE
@@ -223,4 +224,42 @@ async def test_a_claim_whose_answer_was_lost_keeps_the_exchange_once(
     await backend.advance(other.config.commit_timeout + 1)
     assert await stored(other, session.id) == (["hi", "re: hi"], 2)
     assert await other.send_message(session.id, "hi", idempotency_key="k") == reply
+    await backend.service.aclose()
+
+
+async def test_an_unkeyed_range_given_up_stays_given_up_when_its_messages_land_late(
+    backend: Backend,
+) -> None:
+    """Without a key the range is fenced by the record: a late write stays invisible.
+
+    The stalled writer's ``set_many`` is in flight when a reader gives its range
+    up (tombstones, counted as holes); the write then lands over the tombstones.
+    Before the fence those messages showed in history while the count had
+    them as holes, so the count and history disagreed for good.
+    """
+    gated = GatedStore(backend.service.get_store(SESSIONS_STORE))
+    stalled, other = backend.manager(gated), backend.manager()
+    session = await other.create(user_id="u")
+    failures: list[ExchangeNotStoredError] = []
+
+    async def first() -> None:
+        try:
+            await stalled.send_message(session.id, "late")
+        except ExchangeNotStoredError as err:
+            failures.append(err)
+
+    async with anyio.create_task_group() as group:
+        gated.armed = True
+        group.start_soon(first)
+        await gated.blocked.wait()  # the messages' write is in flight
+        await backend.advance(other.config.commit_timeout + 1)
+        assert await stored(other, session.id) == ([], 0)  # given up
+        await other.send_message(session.id, "hi")
+        gated.release.set()  # the write lands, over the tombstones
+    assert len(failures) == 1
+    assert await stored(other, session.id) == (["hi", "re: hi"], 2)
+    # The page-by-page reads and the searches skip the late messages too.
+    first_page = await other.messages(session.id, limit=1, after=session.created_at)
+    assert [m.content for m in first_page] == ["hi"]
+    assert await stored(stalled, session.id) == (["hi", "re: hi"], 2)
     await backend.service.aclose()

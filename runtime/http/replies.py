@@ -147,7 +147,7 @@ class ReplyWorker:
                     await _quietly(sink.chunk(message_id, piece, len(pieces)))
                     pieces.append(piece)
                 reply = await self.served.sessions.close_exchange(
-                    user, "".join(pieces), reply_id=message_id
+                    user, "".join(pieces), reply_id=message_id, session=session
                 )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):

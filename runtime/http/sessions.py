@@ -13,8 +13,8 @@ from typing import Any, Final, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import APIError, SessionError, SessionExpiredError, SessionNotFoundError
-from ..sessions import Session, SessionManager
+from ..errors import APIError, SessionExpiredError, SessionNotFoundError
+from ..sessions import SessionManager
 from .context import API_PREFIX, RouteTable, ServedAgent
 from .parsing import (
     check_message,
@@ -183,30 +183,30 @@ class SessionRoutes:
         # IETF Idempotency-Key draft: a retry with the key gets the first answer.
         key = request.headers.get("idempotency-key")
         if transport == "http" or key is not None:
-            exchange = await self._live(
-                self.sessions.exchange(session_id, content, metadata=metadata, idempotency_key=key)
+            posted = await self._live(
+                self.sessions.post(before, content, metadata=metadata, idempotency_key=key)
             )
-            session, renewed = await self._after(session_id, before)
+            user, reply, session = posted.user, posted.reply, posted.session
+            assert reply is not None  # post() with reply=True stores one
             if transport == "sse":
-                return replayed_stream(exchange.user, exchange.reply, session)
+                return replayed_stream(user, reply, session)
             if transport == "websocket":
                 await self.realtime.emit(
-                    "messageBroadcast",
-                    broadcast_json(exchange.reply, exchange.user, session),
-                    session,
+                    "messageBroadcast", broadcast_json(reply, user, session), session
                 )
                 return JSONResponse(
-                    websocket_send_json(exchange.user, session, was_renewed=renewed),
+                    websocket_send_json(user, session, was_renewed=posted.renewed),
                     status_code=201,
                 )
             return JSONResponse(
-                send_json(exchange.user, exchange.reply, session, was_renewed=renewed),
-                status_code=201,
+                send_json(user, reply, session, was_renewed=posted.renewed), status_code=201
             )
         worker = self.realtime.worker
         worker.check_accepting()  # before storing: a 503 must leave nothing behind
-        user = await self._live(self.sessions.open_exchange(session_id, content, metadata=metadata))
-        session, renewed = await self._after(session_id, before)
+        posted = await self._live(
+            self.sessions.post(before, content, metadata=metadata, reply=False)
+        )
+        user, session = posted.user, posted.session
         try:
             if transport == "sse":
                 return reply_stream(worker, user, session)
@@ -216,18 +216,8 @@ class SessionRoutes:
             await self.sessions.close_exchange(user, error=REPLY_FAILED)
             raise
         return JSONResponse(
-            websocket_send_json(user, session, was_renewed=renewed), status_code=201
+            websocket_send_json(user, session, was_renewed=posted.renewed), status_code=201
         )
-
-    async def _after(self, session_id: str, before: Session) -> tuple[Session, bool]:
-        """The session after a message was stored, and whether storing it renewed the session."""
-        try:
-            session = await self.sessions.get(session_id)
-        except SessionError:
-            # Ended or expired in the instant after this exchange: the
-            # messages are stored; report the session as it was.
-            session = before
-        return session, session.renewal_count > before.renewal_count
 
     async def get_messages(self, request: Request) -> Response:
         """GET .../{id}/messages: one page of history, newest first."""

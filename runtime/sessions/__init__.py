@@ -21,8 +21,9 @@ The modules, from the bottom up:
 =================  ==============================================================
 ``validation``     checks of caller input (ids, content, metadata, limits, cursors)
 ``config``         :class:`TimeoutConfig`, :class:`SessionsConfig`
-``models``         :class:`Session`, :class:`Exchange`, :class:`MessagePage`,
-                   :class:`SessionsRuntime` (what the manager needs of a runtime)
+``models``         :class:`Session`, :class:`Exchange`, :class:`Posted`,
+                   :class:`MessagePage`, :class:`SessionsRuntime` (what the
+                   manager needs of a runtime)
 ``keys``           the key scheme of the ``"sessions"`` store
 ``record``         :class:`~.record.SessionRecord`, the stored record, typed
 ``history``        the history search and page reads
@@ -50,7 +51,7 @@ from ..errors import (
 from .config import SessionsConfig, TimeoutConfig
 from .keys import SESSIONS_STORE
 from .manager import SessionManager
-from .models import Exchange, ExpiredHook, MessagePage, Session, SessionsRuntime
+from .models import Exchange, ExpiredHook, MessagePage, Posted, Session, SessionsRuntime
 
 __all__ = [
     "SESSIONS_STORE",
@@ -62,6 +63,7 @@ __all__ = [
     "IdempotencyKeyReusedError",
     "InvalidSessionInputError",
     "MessagePage",
+    "Posted",
     "Session",
     "SessionError",
     "SessionExpiredError",

@@ -9,8 +9,9 @@ Only seqs below the record's watermark are read: a seq is allocated in the
 record before its message is written, and reading past a range still being
 written would let a poller's cursor move past it for good. Below the watermark
 a seq can still be a hole (a tombstone for a writer that died, or a key the
-first release allocated and never wrote): holes carry no timestamp, so the
-search steps over them and the page skips them.
+first release allocated and never wrote), or a seq of a given-up range that
+the record lists as dead (whatever a late writer put there): the search steps
+over holes and the page skips them.
 
 With ``after`` the page holds the ``limit`` messages right after it (ElizaOS's
 rule), so walking forward from a cursor visits every message; otherwise the
@@ -19,6 +20,7 @@ newest ``limit`` before ``before``. Pages are newest first either way.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any, Final
 
 from kvstore import KVStore
@@ -50,6 +52,7 @@ async def read_page(
     Those with ``after < created_at < before``; a bound that is None is no bound.
     """
     sid, count = record.id, record.watermark
+    dead = record.dead_seqs()
     first, last = record.first_message_at, record.last_message_at
     if count == 0 or first is None or last is None:
         return MessagePage([], False)
@@ -59,12 +62,20 @@ async def read_page(
     # last timestamps settle the common cases without a search.
     upper = count
     if before is not None and before <= last:
-        upper = 0 if before <= first else await search(store, sid, count, before, strict=True)
+        upper = (
+            0
+            if before <= first
+            else await search(store, sid, count, before, strict=True, dead=dead)
+        )
     lower = 0
     if after is not None and after >= first:
         # Every message at or above `upper` is after `before > after`: the
         # boundary for `after` lies in [0, upper].
-        lower = upper if after >= last else await search(store, sid, upper, after, strict=False)
+        lower = (
+            upper
+            if after >= last
+            else await search(store, sid, upper, after, strict=False, dead=dead)
+        )
     collected: list[Message] = []
     forward = after is not None
     low, high = lower, upper
@@ -79,7 +90,7 @@ async def read_page(
         found = await store.get_many(message_key(sid, s) for s in seqs)
         for s in seqs:
             data = found.get(message_key(sid, s))
-            if data is not None and not is_hole(data):
+            if data is not None and not is_hole(data) and s not in dead:
                 collected.append(Message.from_dict(data))
     page = collected[:limit]
     if forward:
@@ -92,10 +103,19 @@ def is_hole(data: Any) -> bool:
     return data is None or (isinstance(data, dict) and TOMBSTONE_FIELD in data)
 
 
-async def search(store: KVStore, sid: str, count: int, cursor: float, *, strict: bool) -> int:
+async def search(
+    store: KVStore,
+    sid: str,
+    count: int,
+    cursor: float,
+    *,
+    strict: bool,
+    dead: Container[int] = frozenset(),
+) -> int:
     """First seq below *count* whose ``created_at`` is ``>= cursor`` (strict) or ``> cursor``.
 
-    Returns *count* when there is none.
+    Returns *count* when there is none. Seqs in *dead* count as holes (see
+    :mod:`.record`), whatever they hold.
 
     A k-ary search: each round reads :data:`SEARCH_FANOUT` messages with one
     ``get_many``. Holes are skipped at the edges of the interval, and a round
@@ -119,7 +139,7 @@ async def search(store: KVStore, sid: str, count: int, cursor: float, *, strict:
         missing: set[int] = set()
         for seq in probes:
             data = found.get(message_key(sid, seq))
-            if data is None or is_hole(data):
+            if data is None or is_hole(data) or seq in dead:
                 missing.add(seq)
                 continue
             created = data["created_at"]

@@ -17,6 +17,7 @@ from kvstore import KVStore
 
 from ..errors import (
     InvalidSessionInputError,
+    SessionError,
     SessionExpiredError,
     SessionNotFoundError,
     SessionRenewalError,
@@ -27,8 +28,8 @@ from . import idempotency
 from .config import TIMEOUT_FIELDS, SessionsConfig, TimeoutConfig
 from .history import read_page
 from .keys import SESSION_PREFIX, SESSIONS_STORE, agent_prefix, message_key, session_key
-from .models import Exchange, ExpiredHook, MessagePage, Session, SessionsRuntime
-from .record import SessionRecord, StoredTimeout
+from .models import Exchange, ExpiredHook, MessagePage, Posted, Session, SessionsRuntime
+from .record import Lifetime, SessionRecord, StoredTimeout
 from .sweeper import Skip, Sweeper, decoded
 from .validation import (
     check_content,
@@ -393,14 +394,86 @@ class SessionManager:
         composed for the message is dropped too) and the error propagates.
         """
         sid = check_id(session_id)
+        text, meta, key = self._message_input(content, metadata, idempotency_key)
+        # Fail fast, before a reply is made for a session that is gone.
+        record = await self._load(sid, self._clock())
+        exchange, _ = await self._exchange(sid, record.lifetime, text, meta, key)
+        return exchange
+
+    async def post(
+        self,
+        session: Session,
+        content: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        reply: bool = True,
+    ) -> Posted:
+        """Store a message to *session*, a snapshot just read with :meth:`get`, for a transport.
+
+        With *reply* (the default) as :meth:`exchange`; without, as
+        :meth:`open_exchange` (the reply follows with :meth:`close_exchange`).
+        What a transport answers with comes back in one :class:`Posted`: the
+        stored messages and the session right after storing them, read from
+        the store's own answer. Neither the snapshot's session nor the new one
+        is read again, which saves two store round trips per message (the
+        snapshot is trusted to be live; storing still checks it atomically).
+
+        Raises:
+            InvalidSessionInputError: *idempotency_key* without *reply*, or
+                what :meth:`exchange` raises.
+            SessionNotFoundError, SessionExpiredError, ExchangeNotStoredError,
+            IdempotencyKeyReusedError, IdempotencyInFlightError: as :meth:`exchange`.
+        """
+        if not isinstance(session, Session):
+            raise TypeError(f"post() takes a Session from get(), not {type(session).__name__}")
+        text, meta, key = self._message_input(content, metadata, idempotency_key)
+        lifetime = Lifetime.of(session)
+        answer: Message | None = None
+        if reply:
+            (user, answer), record = await self._exchange(session.id, lifetime, text, meta, key)
+        elif key is not None:
+            raise InvalidSessionInputError(
+                "an idempotency key needs reply=True: the first answer of a retried"
+                " message must hold its reply"
+            )
+        else:
+            appended = await self._writer.append(
+                session.id, [Draft("user", text, meta)], renewals=1, known=lifetime
+            )
+            (user,), record = appended
+        after = await self._session_after(session, record)
+        return Posted(user, answer, after, after.renewal_count > session.renewal_count)
+
+    async def _session_after(self, before: Session, record: SessionRecord | None) -> Session:
+        """The session once a message was stored: from *record*, the commit's, if there is one."""
+        if record is None:
+            try:
+                return await self.get(before.id)
+            except SessionError:
+                return before
+        if record.state != "active":
+            # Ended or expired in the instant after this exchange: the messages
+            # are stored; report the session as it was.
+            return before
+        return record.to_session(self._clock)
+
+    def _message_input(
+        self, content: str, metadata: Mapping[str, Any] | None, idempotency_key: str | None
+    ) -> tuple[str, dict[str, Any], str | None]:
+        """The checked content, metadata and idempotency key of a message to send."""
         text = check_content(content, self._config.max_content_bytes)
         meta = check_metadata(metadata, "message metadata", self._config.max_metadata_bytes)
         key = None if idempotency_key is None else idempotency.check_key(idempotency_key)
-        now = self._clock()
-        # Fail fast, before a reply is made for a session that is gone.
-        record = await self._load(sid, now)
+        return text, meta, key
+
+    async def _exchange(
+        self, sid: str, lifetime: Lifetime, text: str, meta: dict[str, Any], key: str | None
+    ) -> tuple[Exchange, SessionRecord | None]:
+        """Make the reply and store the exchange; also the record as committed (if known)."""
         if key is None:
-            return await self._reply_and_store(record, text, meta, None)
+            return await self._reply_and_store(sid, lifetime, text, meta, None)
+        now = self._clock()
         print_ = idempotency.fingerprint(text, meta)
         lease = idempotency.Lease(idempotency.marker_key(sid, key), print_)
         lease_for = self._config.idempotency_pending_seconds
@@ -408,7 +481,7 @@ class SessionManager:
         while not await self._store.add(lease.marker, mine, ttl=lease_for):
             found = await self._store.get(lease.marker)
             if not idempotency.is_free(found):
-                return idempotency.replay(found, print_, key)
+                return idempotency.replay(found, print_, key), None
             try:  # its request failed, or it lapsed meanwhile: take it over
                 await self._store.update(
                     lease.marker, idempotency.take_over(lease, now), ttl=lease_for
@@ -429,21 +502,21 @@ class SessionManager:
                 except Exception:
                     logger.warning("could not extend idempotency marker %r", lease.marker)
 
-        outcome: Exchange | BaseException | None = None
+        outcome: tuple[Exchange, SessionRecord | None] | BaseException | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(keep_lease)
             try:
-                outcome = await self._reply_and_store(record, text, meta, lease)
+                outcome = await self._reply_and_store(sid, lifetime, text, meta, lease)
             except BaseException as err:
                 # Raised below, outside the task group, as itself (not in an ExceptionGroup).
                 outcome = err
             finally:
                 group.cancel_scope.cancel()
-        if isinstance(outcome, Exchange):
+        if isinstance(outcome, tuple):
             return outcome
         if isinstance(outcome, idempotency.ClaimLostError):
             # Another request holds the key now: its exchange is the one stored.
-            return idempotency.after_loss(outcome.found, print_, key)
+            return idempotency.after_loss(outcome.found, print_, key), None
         with anyio.CancelScope(shield=True):
             await self._release(lease)
         if outcome is None:  # cancelled from outside: the scope swallowed nothing of ours
@@ -461,12 +534,12 @@ class SessionManager:
 
     async def _reply_and_store(
         self,
-        record: SessionRecord,
+        sid: str,
+        lifetime: Lifetime,
         text: str,
         meta: dict[str, Any],
         lease: idempotency.Lease | None,
-    ) -> Exchange:
-        sid = record.id
+    ) -> tuple[Exchange, SessionRecord | None]:
         user = Draft("user", text, meta)
         # The providers see the message as it will be stored, except for its
         # timestamp, which the store allocates only once the reply is there.
@@ -477,14 +550,14 @@ class SessionManager:
             if not isinstance(reply_text, str):
                 raise TypeError(f"generate_reply returned a {type(reply_text).__name__}, not a str")
             reply = Draft("agent", reply_text, {"in_reply_to": user.id})
-            stored = await self._writer.append(
-                sid, [user, reply], renewals=1, lease=lease, known=record
+            stored, record = await self._writer.append(
+                sid, [user, reply], renewals=1, lease=lease, known=lifetime
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._forget_state(user.id)
             raise
-        return Exchange(*stored)
+        return Exchange(*stored), record
 
     async def open_exchange(
         self, session_id: str, content: str, *, metadata: Mapping[str, Any] | None = None
@@ -498,9 +571,8 @@ class SessionManager:
         message has an answer in history and counts agree with history.
         """
         sid = check_id(session_id)
-        text = check_content(content, self._config.max_content_bytes)
-        meta = check_metadata(metadata, "message metadata", self._config.max_metadata_bytes)
-        (user,) = await self._writer.append(sid, [Draft("user", text, meta)], renewals=1)
+        text, meta, _ = self._message_input(content, metadata, None)
+        (user,), _ = await self._writer.append(sid, [Draft("user", text, meta)], renewals=1)
         return user
 
     async def close_exchange(
@@ -510,6 +582,7 @@ class SessionManager:
         *,
         error: str | None = None,
         reply_id: str | None = None,
+        session: Session | None = None,
     ) -> Message:
         """Store the agent's *reply* to *user* (from :meth:`open_exchange`), or an error marker.
 
@@ -517,7 +590,8 @@ class SessionManager:
         agent message whose content is *error* and whose metadata has
         ``"error": True``, so history shows the exchange failed. *reply_id*
         is the stored message's id (default: a new UUID), for a transport that
-        named the reply while streaming it.
+        named the reply while streaming it. *session*: the session as the
+        transport last read it (from :meth:`post`), which saves reading it again.
         """
         if (reply is None) == (error is None):
             raise InvalidSessionInputError("close_exchange takes exactly one of reply and error")
@@ -529,7 +603,8 @@ class SessionManager:
         draft = (
             Draft("agent", text, meta) if reply_id is None else Draft("agent", text, meta, reply_id)
         )
-        (stored,) = await self._writer.append(user.session_id, [draft], renewals=0)
+        known = None if session is None else Lifetime.of(session)
+        (stored,), _ = await self._writer.append(user.session_id, [draft], renewals=0, known=known)
         return stored
 
     async def _release(self, lease: idempotency.Lease) -> None:

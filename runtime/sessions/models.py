@@ -1,5 +1,5 @@
-"""What the sessions layer hands out (:class:`Session`, :class:`Exchange`, :class:`MessagePage`)
-and what it needs from its runtime (:class:`SessionsRuntime`)."""
+"""What the sessions layer hands out (:class:`Session`, :class:`Exchange`, :class:`Posted`,
+:class:`MessagePage`) and what it needs from its runtime (:class:`SessionsRuntime`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kvstore import KVStoreService
 from ..messages import Message
 from .config import TimeoutConfig
 
-__all__ = ["Exchange", "ExpiredHook", "MessagePage", "Session", "SessionsRuntime"]
+__all__ = ["Exchange", "ExpiredHook", "MessagePage", "Posted", "Session", "SessionsRuntime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,19 @@ class Exchange(NamedTuple):
 
     user: Message
     reply: Message
+
+
+class Posted(NamedTuple):
+    """What ``SessionManager.post()`` stored, and the session right after storing it."""
+
+    user: Message
+    """The user's message as stored."""
+    reply: Message | None
+    """The agent's reply as stored; None when the reply follows (``reply=False``)."""
+    session: Session
+    """The session once the messages were stored (as it was before, if it ended meanwhile)."""
+    renewed: bool
+    """Whether the session's renewal count moved since the snapshot ``post()`` was given."""
 
 
 class MessagePage(NamedTuple):

@@ -11,10 +11,13 @@ stored form, which is (key order included)::
      "renewal_count": int, "message_count": int,
      "first_message_at": float | null, "last_message_at": float | null,
      "state": "active" | "expired" | "ended", "expires_at": float, "id": str,
-     "pending": [[first_seq, count, allocated_at], ...], "holes": int}
+     "pending": [[first_seq, count, allocated_at], ...], "holes": int,
+     "dead": [[first_seq, count], ...]}
 
 ``v`` is the format version (2; the first release wrote 1, without ``pending``
-and ``holes``, which read as ``[]`` and ``0``). A pending range holding
+and ``holes``, which read as ``[]`` and ``0``). ``dead`` is written only when it
+is not empty (missing reads as ``[]``), so a version-2 reader that predates it
+reads the record too (see *Dead seqs* below). A pending range holding
 exchanges sent with an idempotency key has a fourth element, its fences:
 ``[[seq, count, marker_key, owner], ...]`` (:class:`Fence`, see
 :mod:`.idempotency`); a range without one has three.
@@ -26,6 +29,12 @@ range: below it every seq holds its message or, if its writer died before
 writing it, a tombstone (counted in ``holes``). So a poller never walks past a
 message that is still being written. A writer of the first release bumps
 ``message_count`` without a pending range, which keeps its old meaning.
+
+*Dead seqs.* Giving up a range (its writer died or stalled) decides, once and
+for all, which of its seqs hold a message and which are holes; the holes are
+listed in ``dead``. Readers skip dead seqs whatever they hold, so a stalled
+writer whose ``set_many`` lands after the give-up stores nothing visible, and
+its commit tells it so: ``holes`` always counts what history leaves out.
 
 A later format gets its own number and decoder in :data:`_DECODERS`;
 :meth:`~SessionRecord.to_dict` always writes the newest, so a record is
@@ -44,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -52,7 +61,17 @@ from ..errors import SessionRecordError
 from .config import TIMEOUT_FIELDS, TimeoutConfig
 from .models import Session
 
-__all__ = ["RECORD_VERSION", "Fence", "Pending", "RecordState", "SessionRecord", "StoredTimeout"]
+__all__ = [
+    "RECORD_VERSION",
+    "Fence",
+    "Lifetime",
+    "Pending",
+    "RecordState",
+    "SessionRecord",
+    "Span",
+    "StoredTimeout",
+    "spans",
+]
 
 RECORD_VERSION: Final = 2
 """The format version :meth:`SessionRecord.to_dict` writes (the ``v`` field)."""
@@ -71,6 +90,9 @@ Fence = tuple[int, int, str, str]
 
 Pending = tuple[int, int, float, tuple[Fence, ...]]
 """An allocated, uncommitted range of seqs: ``(first_seq, count, allocated_at, fences)``."""
+
+Span = tuple[int, int]
+"""Consecutive seqs: ``(first_seq, count)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +141,28 @@ class StoredTimeout:
 
 
 @dataclass(frozen=True, slots=True)
+class Lifetime:
+    """What bounds a session's expiry: its creation time and timeout settings.
+
+    No writer changes ``created_at``; only ``SessionManager.update_timeout``
+    changes the timeout, and a writer that finds it changed fixes its TTL.
+    """
+
+    created_at: float
+    timeout: StoredTimeout
+
+    @classmethod
+    def of(cls, session: Session) -> Lifetime:
+        """The lifetime of a public :class:`Session` snapshot."""
+        return cls(session.created_at, StoredTimeout.resolved(session.timeout_config))
+
+    def expiry_bound(self, now: float) -> float:
+        """An upper bound of ``expires_at`` after any activity at *now*."""
+        latest = self.created_at + self.timeout.max_duration_minutes * 60.0
+        return float(min(now + self.timeout.timeout_minutes * 60.0, latest))
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """One session as stored under ``s:{id}`` (see the module docs for the JSON form).
 
@@ -137,6 +181,9 @@ class SessionRecord:
         last_message_at: ``created_at`` of the newest message, if any.
         state: see :data:`RecordState`.
         expires_at: when the session expires unless renewed.
+        pending: allocated ranges not committed yet (readers stop at the oldest).
+        holes: seqs below the watermark that hold no visible message.
+        dead: seqs of given-up ranges that are holes whatever they hold.
     """
 
     id: str
@@ -155,6 +202,7 @@ class SessionRecord:
     expires_at: float
     pending: tuple[Pending, ...] = ()
     holes: int = 0
+    dead: tuple[Span, ...] = ()
 
     @classmethod
     def new(
@@ -196,7 +244,12 @@ class SessionRecord:
         It depends only on fields no writer changes (``created_at``, ``timeout``),
         so it holds whatever a concurrent writer does meanwhile.
         """
-        return min(now + self.timeout.timeout_minutes * 60.0, self.latest_end)
+        return self.lifetime.expiry_bound(now)
+
+    @property
+    def lifetime(self) -> Lifetime:
+        """:class:`Lifetime` of this session."""
+        return Lifetime(self.created_at, self.timeout)
 
     @property
     def watermark(self) -> int:
@@ -262,11 +315,26 @@ class SessionRecord:
             self, pending=tuple(entry for entry in self.pending if entry[0] != first)
         )
 
-    def given_up(self, first: int, tombstones: int) -> SessionRecord:
-        """The pending range at *first* was given up; *tombstones* of its seqs are holes."""
+    def given_up(self, first: int, tombstones: int, dead: tuple[Span, ...] = ()) -> SessionRecord:
+        """The pending range at *first* was given up; *tombstones* of its seqs are holes.
+
+        *dead*: those of its seqs that stay holes whatever a late writer puts
+        there (a giver-up passes them; a writer dropping its own lost seqs
+        need not, since nobody else writes them).
+        """
         if all(entry[0] != first for entry in self.pending):
             return self
-        return dataclasses.replace(self.committed(first), holes=self.holes + tombstones)
+        return dataclasses.replace(
+            self.committed(first), holes=self.holes + tombstones, dead=self.dead + dead
+        )
+
+    def is_pending(self, first: int) -> bool:
+        """True while the range allocated at *first* is neither committed nor given up."""
+        return any(entry[0] == first for entry in self.pending)
+
+    def dead_seqs(self) -> frozenset[int]:
+        """The seqs listed in :attr:`dead`."""
+        return frozenset(seq for first, count in self.dead for seq in range(first, first + count))
 
     def renewed(self, now: float) -> SessionRecord:
         """A manual renewal at *now*: the timeout counts from now (up to the max duration)."""
@@ -328,7 +396,7 @@ class SessionRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The stored JSON form, newest format version."""
-        return {
+        data: dict[str, Any] = {
             "v": RECORD_VERSION,
             "agent_id": self.agent_id,
             "user_id": self.user_id,
@@ -347,6 +415,9 @@ class SessionRecord:
             "pending": [_pending_to_list(entry) for entry in self.pending],
             "holes": self.holes,
         }
+        if self.dead:
+            data["dead"] = [list(span) for span in self.dead]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionRecord:
@@ -424,11 +495,39 @@ def _decode_v2(data: Mapping[str, Any]) -> SessionRecord:
                 break
             entries.append(decoded)
         else:
-            return dataclasses.replace(record, pending=tuple(entries), holes=holes)
+            dead = _spans_from_list(data.get("dead", []))
+            if dead is not None:
+                return dataclasses.replace(record, pending=tuple(entries), holes=holes, dead=dead)
     raise SessionRecordError(
-        f"session record {data.get('id')!r}: fields 'pending'/'holes' are malformed;"
+        f"session record {data.get('id')!r}: fields 'pending'/'holes'/'dead' are malformed;"
         " is another program writing to the sessions store?"
     )
+
+
+def spans(seqs: Iterable[int]) -> tuple[Span, ...]:
+    """*seqs* as runs of consecutive seqs, in order."""
+    runs: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and runs[-1][0] + runs[-1][1] == seq:
+            runs[-1][1] += 1
+        else:
+            runs.append([seq, 1])
+    return tuple((first, count) for first, count in runs)
+
+
+def _spans_from_list(stored: Any) -> tuple[Span, ...] | None:
+    """Stored spans, or None if malformed."""
+    if type(stored) is not list:
+        return None
+    decoded: list[Span] = []
+    for span in stored:
+        if type(span) is not list or len(span) != 2:
+            return None
+        first, count = span
+        if type(first) is not int or type(count) is not int:
+            return None
+        decoded.append((first, count))
+    return tuple(decoded)
 
 
 def _pending_to_list(entry: Pending) -> list[Any]:

@@ -29,9 +29,14 @@ exchange it first revokes the marker if its owner still holds it pending, so a
 late claim fails, and overwrites the exchange's seqs with tombstones unless the
 claim was made (then the answer was given, and the messages stay). Elsewhere
 it ``add``\\ s a tombstone at each seq that has no message (``add`` is atomic,
-so a message that made it in is kept). Then it drops the range, counting the
-seqs that hold no message as holes. A writer checks the clock before step 2 and
-gives up its own range past half of ``commit_timeout``.
+so a message that made it in is kept). Then it drops the range, listing the
+seqs that hold no message (and the revoked exchanges' seqs) as *dead* in the
+record: readers skip them, and they count as holes. A writer checks the clock
+before step 2 and gives up its own range past half of ``commit_timeout``. A
+writer stalled in step 2 itself may land its messages after the give-up, over
+the tombstones: its commit finds the range gone and its seqs dead, and it
+raises :class:`~runtime.errors.ExchangeNotStoredError` (nothing of it is
+visible), so history and counts still agree.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import anyio
 
@@ -53,9 +58,9 @@ from . import idempotency
 from .history import TOMBSTONE_FIELD, is_hole
 from .idempotency import ClaimLostError, Lease
 from .keys import message_key, session_key
-from .record import Fence, Pending, SessionRecord
+from .record import Fence, Lifetime, Pending, SessionRecord, spans
 
-__all__ = ["Draft", "SessionWriter"]
+__all__ = ["Appended", "Draft", "SessionWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +78,25 @@ class Draft:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
+class Appended(NamedTuple):
+    """What :meth:`SessionWriter.append` stored, and the session's record right after."""
+
+    messages: list[Message]
+    """The messages as stored, in order."""
+    record: SessionRecord | None
+    """The record as the commit left it; None if the commit did not run (a claim's
+    outcome was unknown: the range stays pending until it is given up)."""
+
+
 @dataclass(slots=True)
 class _Append:
     drafts: Sequence[Draft]
     renewals: int
     lease: Lease | None
-    known: SessionRecord | None = None
+    known: Lifetime | None = None
     done: bool = False
     messages: list[Message] = field(default_factory=list)
+    record: SessionRecord | None = None
     error: BaseException | None = None
 
 
@@ -131,22 +147,22 @@ class SessionWriter:
         *,
         renewals: int,
         lease: Lease | None = None,
-        known: SessionRecord | None = None,
-    ) -> list[Message]:
+        known: Lifetime | None = None,
+    ) -> Appended:
         """Store *drafts* as consecutive messages of *sid*; return them as stored.
 
         With *lease* (an exchange of a user message and its reply sent with an
         idempotency key), the messages are committed only if the lease's marker
         still names its owner when they are written, and the marker then holds
-        the answer (see the module docs). *known*: the session's record as read
-        just before, which saves reading it again (only its fields that never
-        change are used).
+        the answer (see the module docs). *known*: the session's lifetime as
+        read just before, which saves reading the record to fix its TTL.
 
         Raises:
             SessionNotFoundError, SessionExpiredError: the session is not live.
             ClaimLostError: the lease's marker was not its owner's any more;
                 nothing of this append is visible.
-            ExchangeNotStoredError: given up (too slow); nothing is visible.
+            ExchangeNotStoredError: given up (too slow, by this writer or by
+                another one meanwhile); nothing is visible.
             KVStoreError: the store failed. Nothing of this append is visible,
                 except after a claim was made: then the messages become visible
                 when the range is given up (``commit_timeout``).
@@ -170,7 +186,7 @@ class SessionWriter:
                 del self._lanes[sid]
         if job.error is not None:
             raise job.error
-        return job.messages
+        return Appended(job.messages, job.record)
 
     async def _write(self, sid: str, batch: list[_Append]) -> None:
         try:
@@ -209,7 +225,7 @@ class SessionWriter:
         # expiry from the fields no writer changes (created_at, timeout).
         bound = next((job.known for job in batch if job.known is not None), None)
         if bound is None:
-            bound = self._check_live(await self._store.get(session_key(sid)), sid, now)
+            bound = self._check_live(await self._store.get(session_key(sid)), sid, now).lifetime
         ttl = max(bound.expiry_bound(now) - now, 0.0) + self._grace
         await self._store.update(session_key(sid), allocate, ttl=ttl)
         if allocated is None:  # a store that did not call fn; cannot happen with ours
@@ -251,9 +267,38 @@ class SessionWriter:
                 # The range stays pending; giving it up tombstones these seqs.
                 logger.warning("could not drop the lost exchange(s) of session %r", sid)
                 return
-        await self._store.update(
-            session_key(sid), lambda current: _committed(current, first, len(lost)), ttl=ttl
-        )
+        committed: SessionRecord | None = None
+
+        def commit(current: Any) -> dict[str, Any]:
+            nonlocal committed
+            if not isinstance(current, dict):
+                raise ExchangeNotStoredError(
+                    f"session {sid!r} went away while its messages were written"
+                )
+            stored = SessionRecord.from_dict(current)
+            # Not pending any more: another writer gave the range up meanwhile,
+            # and its record says which seqs are dead (checked below).
+            committed = stored.given_up(first, len(lost)) if stored.is_pending(first) else stored
+            return committed.to_dict()
+
+        result = await self._store.update(session_key(sid), commit, ttl=ttl)
+        if committed is None:  # a store that did not call fn; cannot happen with ours
+            committed = SessionRecord.from_dict(result)
+        if committed.timeout != bound.timeout:
+            # The timeout was changed meanwhile: the TTL fixed above may be short.
+            await self._store.expire(
+                session_key(sid), max(committed.expiry_bound(now) - now, 0.0) + self._grace
+            )
+        dead = committed.dead_seqs()
+        seq = first
+        for job in batch:
+            if job.error is None and any(s in dead for s in range(seq, seq + len(job.drafts))):
+                job.error = ExchangeNotStoredError(
+                    f"session {sid!r}: storing the messages took too long and another"
+                    " writer gave them up; nothing was stored"
+                )
+            job.record = committed
+            seq += len(job.drafts)
         for entry in record.stale(now, self._commit_timeout):
             await self._give_up_quietly(sid, entry)
 
@@ -303,6 +348,7 @@ class SessionWriter:
         first, count, _, fences = entry
         seqs = range(first, first + count)
         fenced: set[int] = set()
+        revoked: set[int] = set()
         for seq, n, marker, owner in fences:
             fenced.update(range(seq, seq + n))
             try:
@@ -311,6 +357,7 @@ class SessionWriter:
                 if idempotency.owned_by(lost.found, owner, "done"):
                     continue  # the claim was made: the answer was given, the messages stay
             # Revoked (or never this owner's): its late claim fails; its messages must go.
+            revoked.update(range(seq, seq + n))
             await self._store.set_many(
                 {message_key(sid, s): _tombstone(s) for s in range(seq, seq + n)},
                 ttl=self._grace * 4,
@@ -318,14 +365,20 @@ class SessionWriter:
         for seq in seqs:
             if seq not in fenced:
                 await self._store.add(message_key(sid, seq), _tombstone(seq), ttl=self._grace * 4)
-        # Counted from what the seqs hold, so an earlier attempt cut short counts too.
+        # Decided from what the seqs hold, so an earlier attempt cut short counts
+        # too; the dead seqs stay holes whatever a late writer puts there.
         held = await self._store.get_many(message_key(sid, seq) for seq in seqs)
-        holes = sum(1 for seq in seqs if is_hole(held.get(message_key(sid, seq))))
+        dead = spans(
+            seq
+            for seq in seqs
+            if seq in revoked or (seq not in fenced and is_hole(held.get(message_key(sid, seq))))
+        )
+        holes = sum(n for _, n in dead)
 
         def drop(current: Any) -> Any:
             if not isinstance(current, dict):
                 raise _Gone
-            return SessionRecord.from_dict(current).given_up(first, holes).to_dict()
+            return SessionRecord.from_dict(current).given_up(first, holes, dead).to_dict()
 
         now = self._clock()
         stored = await self._store.get(session_key(sid))
@@ -340,12 +393,6 @@ class SessionWriter:
 
 class _Gone(Exception):
     """The record went away (ended, swept) while a range was being given up."""
-
-
-def _committed(current: Any, first: int, holes: int) -> Any:
-    if not isinstance(current, dict):
-        raise ExchangeNotStoredError("the session went away while its messages were written")
-    return SessionRecord.from_dict(current).given_up(first, holes).to_dict()
 
 
 def _tombstone(seq: int) -> dict[str, Any]:
