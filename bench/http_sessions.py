@@ -207,8 +207,10 @@ app = Starlette(routes=[
     Route("/api/messaging/sessions/{sid}/messages", post, methods=["POST"]),
     Route("/api/messaging/sessions/{sid}/messages", get, methods=["GET"]),
 ])
+# serve's protocol derives from uvicorn's h11 one: the floor names h11 too, rather
+# than "auto", which would pick httptools wherever that happens to be installed.
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-            lifespan="on", timeout_graceful_shutdown=10, access_log=False)
+            lifespan="on", timeout_graceful_shutdown=10, access_log=False, http="h11")
 """
 
 
