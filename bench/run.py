@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Benchmark kvstore against peer libraries, in one process run;"
         " write latest.json and RESULTS.md.",
     )
-    parser.add_argument("--quick", action="store_true", help="scaled-down counts (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="scaled-down counts, 1 s HTTP rows")
     parser.add_argument(
         "--only",
         default="",
