@@ -245,6 +245,8 @@ class Row:
     replicas: int
     operation: str
     result: WrkResult
+    warmup: WrkResult | None = None
+    """The uncounted warm-up before it: only its failures are reported."""
 
     @property
     def name(self) -> str:
@@ -443,12 +445,13 @@ def run_wrk(
     ids: Sequence[str],
     settings: Settings,
     workdir: Path,
-) -> WrkResult:
-    """wrk repeating *operation* against every URL of *urls* at once, combined.
+) -> tuple[WrkResult, WrkResult | None]:
+    """wrk repeating *operation* against every URL of *urls* at once: (measured, warm-up).
 
     One wrk process per URL, each with its share of the connections and threads
     and its own script (all on the same *ids*): a warm-up of ``settings.warmup``
-    seconds (not counted), then the measured run of ``settings.duration``.
+    seconds (not counted; ``None`` without one), then the measured run of
+    ``settings.duration``. Each of the two is the :func:`combine` of its processes.
     """
     replicas = len(urls)
     connections = max(1, settings.connections // replicas)
@@ -463,13 +466,17 @@ def run_wrk(
         commands.append(
             ["wrk", f"-t{threads}", f"-c{connections}", "--latency", "-s", str(script), url]
         )
+    warmup = None
     # Imports, connection pools and first calls happen in the warm-up.
     if settings.warmup > 0:
-        _run_all([[*c[:-1], f"-d{settings.warmup}s", c[-1]] for c in commands])
-    outputs = _run_all(
-        [[*c[:-1], f"-d{settings.duration}s", "--timeout", "30s", c[-1]] for c in commands]
-    )
-    return combine([parse_wrk(output) for output in outputs])
+        outputs = _run_all([[*c[:-1], f"-d{settings.warmup}s", *_TIMEOUT, c[-1]] for c in commands])
+        warmup = combine([parse_wrk(output) for output in outputs])
+    outputs = _run_all([[*c[:-1], f"-d{settings.duration}s", *_TIMEOUT, c[-1]] for c in commands])
+    return combine([parse_wrk(output) for output in outputs]), warmup
+
+
+_TIMEOUT: Final = ("--timeout", "30s")
+"""wrk's own default is 2 s: slower answers would count as socket timeouts."""
 
 
 def _run_all(commands: Sequence[list[str]]) -> list[str]:
@@ -497,6 +504,11 @@ def _line(row: Row, against: float | None) -> str:
     if r.non_2xx or r.errors:
         seen = " ".join(f"{s}={n}" for s, n in r.statuses.items() if s >= 400)
         failed = f"   <-- FAILURES{f' ({seen})' if seen else ''}"
+    if row.warmup is not None and (row.warmup.non_2xx or row.warmup.errors):
+        failed += (
+            f"   <-- WARM-UP FAILURES ({row.warmup.non_2xx} non-2xx,"
+            f" {row.warmup.errors} socket errors)"
+        )
     versus = f"{against:>5.2f}x" if against is not None else "     -"
     return (
         f"{row.name:<24} {r.rps:>7.0f} req/s  p50 {_cell_ms(r.p50_ms)} ms"
@@ -545,6 +557,7 @@ def figures(
                 "requests": r.requests,
                 "statuses": {str(s): n for s, n in r.statuses.items()},
                 "vs_floor": None if row.backend == "floor" else ratio(r.rps, floor_rps),
+                "warmup_failures": _failures(row.warmup),
             }
         )
     ratios: dict[str, float | None] = {
@@ -585,7 +598,8 @@ def figures(
             "met": None if redis_hot is None else redis_hot.p99_ms < 250,
         },
     ]
-    failed = [row.name for row in rows if row.result.non_2xx or row.result.errors]
+    failed = [row.name for row in rows if _failures(row.result)]
+    failed += [f"{row.name} (warm-up)" for row in rows if _failures(row.warmup)]
     return {
         "settings": dict(settings),
         "run": dict(run),
@@ -597,10 +611,17 @@ def figures(
             "memory has no two-replica rows: a memory store cannot be shared between processes",
             "two replicas: two wrk processes at once (half the connections and threads each),"
             " requests/s summed, p50 and p99 the worse of the two",
-            "vs_floor: against the floor row of the same HTTP method"
+            "vs floor: against the floor row of the same HTTP method"
             " (POST: floor send spread, GET: floor get)",
+            "the warm-up before each row is not counted; any failure in it is listed"
+            " with the failed rows",
         ],
     }
+
+
+def _failures(result: WrkResult | None) -> int:
+    """Non-2xx answers plus socket errors of *result* (0 for no run)."""
+    return 0 if result is None else result.non_2xx + result.errors
 
 
 def _at_least(value: float | None, aim: float) -> bool | None:
@@ -652,7 +673,8 @@ def run_matrix(settings: Settings, redis_url: str | None = None) -> dict[str, An
         with floor() as url:
             for op in OPERATIONS:
                 if op.name in FLOOR_OPERATIONS:
-                    add(Row("floor", 1, op.name, run_wrk([url], op, _floor_ids(), settings, tmp)))
+                    result, warmup = run_wrk([url], op, _floor_ids(), settings, tmp)
+                    add(Row("floor", 1, op.name, result, warmup))
         for backend in BACKENDS:
             try:
                 if backend == "redis" and redis_url is None:
@@ -667,8 +689,8 @@ def run_matrix(settings: Settings, redis_url: str | None = None) -> dict[str, An
                         if op.name == "history":
                             history_lengths[backend] = _history_length(urls[-1], ids[1])
                         for replicas in range(1, len(urls) + 1):
-                            result = run_wrk(urls[:replicas], op, ids, settings, tmp)
-                            add(Row(backend, replicas, op.name, result))
+                            result, warmup = run_wrk(urls[:replicas], op, ids, settings, tmp)
+                            add(Row(backend, replicas, op.name, result, warmup))
             except Exception as err:  # one backend that cannot run leaves the others
                 stopped[backend] = f"{type(err).__name__}: {err}"
                 print(f"{backend}: stopped: {stopped[backend]}", flush=True)

@@ -337,6 +337,22 @@ def test_figures_judge_the_aims_and_list_failed_rows() -> None:
     json.dumps(doc, allow_nan=False)  # plain JSON
 
 
+def test_failures_in_a_warm_up_are_listed_too() -> None:
+    warm = Row("redis", 1, "create", _result(100), warmup=_result(50, errors=2))
+    doc = figures([*_rows(), warm], settings={}, run={})
+    assert doc["rows_with_failures"] == ["redis x2 send spread", "redis x1 create (warm-up)"]
+    row = doc["rows"][-1]
+    assert (row["non_2xx"], row["socket_errors"], row["warmup_failures"]) == (0, 0, 2)
+    line = http_sessions._line(warm, 0.5)
+    assert "WARM-UP FAILURES (0 non-2xx, 2 socket errors)" in line
+
+
+def test_a_failed_row_is_flagged_in_the_printed_line() -> None:
+    failed = Row("sqlite", 2, "send hot", _result(10, non_2xx=4))
+    assert "<-- FAILURES (503=4)" in http_sessions._line(failed, None)
+    assert "FAILURES" not in http_sessions._line(Row("memory", 1, "get", _result(10)), 0.1)
+
+
 def test_report_shows_failures_stopped_backends_and_the_aims() -> None:
     text = "\n".join(report._http_sessions(_figures()))
     assert "## HTTP sessions (bench/http_sessions.py)" in text
