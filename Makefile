@@ -57,10 +57,17 @@ $(VENV)/.bench: pyproject.toml
 	$(PIP) install -e '.[dev,bench]'
 	touch $@ $(VENV)/.dev $(VENV)/.core
 
+# The http_sessions part drives the server with wrk (Debian's package): installed
+# here when missing and we are root; otherwise that part is skipped, never the target.
+WRK_MISSING := wrk is missing and could not be installed (apt-get install wrk, as root): python -m bench skips its http_sessions part
+INSTALL_WRK = command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; }; } || echo "$(WRK_MISSING)"
+
 bench: $(VENV)/.bench
+	@$(INSTALL_WRK)
 	$(PY) -m bench
 
 bench-quick: $(VENV)/.bench
+	@$(INSTALL_WRK)
 	$(PY) -m bench --quick
 
 clean:

@@ -6,7 +6,9 @@ The Markdown is rendered from the JSON document alone, so a saved
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
 import sqlite3
@@ -20,7 +22,7 @@ from typing import Any, Final
 from .ceiling import redis_server_version
 from .workloads import WORKLOADS
 
-__all__ = ["machine_facts", "package_versions", "render_markdown", "write_outputs"]
+__all__ = ["machine_facts", "merge_part", "package_versions", "render_markdown", "write_outputs"]
 
 PACKAGES: Final = (
     "kvstore-runtime",
@@ -222,8 +224,36 @@ def _hot_spots(hot_spots: Mapping[str, Any] | None) -> Iterator[str]:
     yield ""
 
 
+def merge_part(into: Mapping[str, Any], source: Mapping[str, Any], part: str) -> dict[str, Any]:
+    """*into* with the figures of extra part *part* taken from the run *source*.
+
+    The figures keep a ``measured_by`` note (the other run's command, date,
+    load average at its start and git commit), which the Markdown shows, so a
+    section measured apart never passes for a figure of the run around it.
+    Nothing else of *into* changes: its command, date, durations and targets
+    are still its own run's.
+    """
+    figures = source.get("extras", {}).get(part)
+    if figures is None:
+        raise KeyError(f"{part} is not among the extras of that run")
+    merged = {
+        **figures,
+        "measured_by": {
+            "command": source["command"],
+            "date": source["date"],
+            "load_average": source["machine"]["load_average"],
+            "git_commit": source.get("versions", {}).get("git commit"),
+            "seconds": source.get("seconds", {}).get(part),
+        },
+    }
+    return {**into, "extras": {**into.get("extras", {}), part: merged}}
+
+
 def _extras(extras: Mapping[str, Any]) -> Iterator[str]:
     for name, figures in extras.items():
+        if name in _EXTRA_RENDERERS:
+            yield from _EXTRA_RENDERERS[name](figures)
+            continue
         yield f"## {name.replace('_', ' ').capitalize()} (bench/{name}.py)"
         yield ""
         # Nested figures become one row per path and one column per leaf name:
@@ -239,6 +269,94 @@ def _extras(extras: Mapping[str, Any]) -> Iterator[str]:
             values = " | ".join(_scalar(cells[c]) if c in cells else "" for c in columns)
             yield f"| {row} | {values} |"
         yield ""
+
+
+def _http_sessions(figures: Mapping[str, Any]) -> Iterator[str]:
+    yield "## HTTP sessions (bench/http_sessions.py)"
+    yield ""
+    by = figures.get("measured_by")
+    if by:
+        load = " / ".join(f"{x:g}" for x in by["load_average"])
+        yield (
+            f"Measured apart from the run above: `{by['command']}` on {by['date']}"
+            f" (git {by['git_commit']}, load average at its start {load})."
+        )
+        yield ""
+    if "rows" not in figures:
+        reason = figures.get("skipped") or figures.get("error") or "no figures"
+        yield f"Not measured: {reason}."
+        yield ""
+        return
+    settings, run = figures["settings"], figures["run"]
+    yield (
+        f"`python -m runtime serve` (`HTTP_RATE_LIMIT=0`) under {settings['wrk']}: each row"
+        f" {settings['duration_s']} s after {settings['warmup_s']} s of warm-up,"
+        f" {settings['connections']} connections over {settings['threads']} threads,"
+        f" {settings['sessions']} sessions; {run['date']}, {run['seconds']:.0f} s, load average"
+        f" (1 min) {run['load_average_start'][0]:g} at the start, {run['load_1min_max']:g} at"
+        f" most. Method: [bench/README.md](README.md#http-sessions)."
+    )
+    yield ""
+    yield (
+        "| backend | replicas | operation | req/s | p50 ms | p99 ms | non-2xx | socket errors"
+        " | vs floor |"
+    )
+    yield "|---|---:|---|---:|---:|---:|---:|---:|---:|"
+    for row in figures["rows"]:
+        failed = row["non_2xx"] or row["socket_errors"]
+        statuses = ", ".join(f"{s}: {n}" for s, n in row["statuses"].items())
+        non_2xx = f"**{row['non_2xx']}** ({statuses})" if row["non_2xx"] else "0"
+        errors = f"**{row['socket_errors']}**" if row["socket_errors"] else "0"
+        versus = "—" if row["vs_floor"] is None else f"{row['vs_floor']:.2f}x"
+        operation = f"**{row['operation']}**" if failed else row["operation"]
+        yield (
+            f"| {row['backend']} | {row['replicas']} | {operation} | {row['rps']:,.0f} |"
+            f" {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | {non_2xx} | {errors} | {versus} |"
+        )
+    yield ""
+    for note in figures.get("notes", []):
+        yield f"- {note}."
+    pages = run.get("history_page_messages")
+    if pages:
+        held = ", ".join(f"{backend} {n}" for backend, n in pages.items())
+        yield (
+            f"- messages in a history page when its row started"
+            f" (limit {settings['history_limit']}): {held}."
+        )
+    for backend, reason in run.get("stopped", {}).items():
+        yield f"- **{backend} stopped**: {reason}."
+    failures = figures.get("rows_with_failures")
+    yield (
+        f"- **rows with non-2xx answers or socket errors: {', '.join(failures)}**."
+        if failures
+        else "- no row had a non-2xx answer or a socket error."
+    )
+    yield ""
+    yield "| aim | measured | goal | result |"
+    yield "|---|---:|---|---|"
+    for aim in figures.get("aims", []):
+        result = {True: "met", False: "**missed**", None: "not measured"}[aim["met"]]
+        value = aim["measured"]
+        if value is None:
+            measured = "—"
+        else:
+            measured = f"{value:.2f}x" if aim["aim"].endswith("x") else f"{value:.0f} ms"
+        yield f"| {aim['what']} | {measured} | {aim['aim']} | {result} |"
+    yield ""
+    yield "| ratio (req/s) | |"
+    yield "|---|---:|"
+    for name, value in figures.get("ratios", {}).items():
+        yield f"| {name} | {value:.2f}x |"
+    yield ""
+
+
+_EXTRA_RENDERERS: Final = {"http_sessions": _http_sessions}
+
+
+def _ms(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -325,6 +443,36 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Print the Markdown of a saved run, or merge one part of it into another run's files."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Print the Markdown of a saved latest.json; with --merge PART INTO, copy"
+        " that part's figures into the run INTO (a latest.json) and render its Markdown anew.",
+    )
+    parser.add_argument("source", nargs="?", default="bench/results/latest.json")
+    parser.add_argument("--merge", nargs=2, metavar=("PART", "INTO"))
+    parser.add_argument(
+        "--markdown",
+        default=str(Path(__file__).resolve().parent / "RESULTS.md"),
+        metavar="FILE",
+        help="with --merge: the Markdown to write (default: bench/RESULTS.md)",
+    )
+    args = parser.parse_args(argv)
+    source = json.loads(Path(args.source).read_text(encoding="utf-8"))
+    if args.merge is None:
+        sys.stdout.write(render_markdown(source))
+        return 0
+    part, into_path = args.merge
+    into = json.loads(Path(into_path).read_text(encoding="utf-8"))
+    try:
+        merged = merge_part(into, source, part)
+    except KeyError as err:
+        parser.error(str(err))
+    write_outputs(merged, Path(into_path), Path(args.markdown))
+    print(f"merged {part} from {args.source} into {into_path} and {args.markdown}")
+    return 0
+
+
 if __name__ == "__main__":
-    source = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json")
-    sys.stdout.write(render_markdown(json.loads(source.read_text(encoding="utf-8"))))
+    raise SystemExit(main())

@@ -4,8 +4,11 @@
 
 ``--only`` takes system names (``kvstore-memory``, ``redis-py``, ...), families
 (``memory``, ``redis``, ``sqlite``) and the extra parts ``redis-benchmark``,
-``profile``, ``metrics_overhead``, ``sessions_bench`` and ``sessions_load``; without
-it everything runs.
+``profile``, ``metrics_overhead``, ``sessions_bench``, ``sessions_load``,
+``redis_overheads``, ``memory_costs`` and ``http_sessions``; without it everything
+runs. A partial run writes whole files too: give it ``--out`` and ``--markdown``
+elsewhere, then ``python -m bench.report --merge PART ...`` copies one part's
+figures into the full run's files.
 """
 
 from __future__ import annotations
@@ -48,9 +51,12 @@ EXTRAS: Final = (
     "sessions_load",
     "redis_overheads",
     "memory_costs",
+    "http_sessions",
 )
 PARTS: Final = ("redis-benchmark", "profile", *EXTRAS)
-REDIS_PARTS: Final = frozenset({"redis-benchmark", "sessions_bench", "sessions_load"})
+REDIS_PARTS: Final = frozenset(
+    {"redis-benchmark", "sessions_bench", "sessions_load", "http_sessions"}
+)
 """Parts that also measure Redis: selected alone, they still get the private server."""
 
 
@@ -105,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Benchmark kvstore against peer libraries, in one process run;"
         " write latest.json and RESULTS.md.",
     )
-    parser.add_argument("--quick", action="store_true", help="scaled-down counts (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="scaled-down counts, 1 s HTTP rows")
     parser.add_argument(
         "--only",
         default="",
