@@ -16,21 +16,26 @@ the first release lost or doubled data when replicas share a backend:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import orjson
 import pytest
+from fixtures_redis import shift_server_clocks
 from test_sessions import SingleStoreService
 
-from kvstore import KVStore, MemoryStore, StoreService
+from kvstore import KVStore, MemoryStore, StoreService, open_service
 from kvstore.testing import ManualClock
 from kvstore.wrapper import StoreWrapper
 from runtime.agent import AgentRuntime
 from runtime.messages import Message
 from runtime.sessions import Session, SessionManager
+from runtime.sessions.keys import BUCKET_SECONDS, SESSIONS_STORE
+from runtime.sessions.sweeper import CHUNK
 
 pytestmark = pytest.mark.anyio
 
@@ -254,6 +259,55 @@ async def test_creates_write_the_same_bytes_however_many_sessions_exist() -> Non
             await manager.create(user_id=f"user-{i}")
         written.append(counting.bytes_written)
     assert written[-1] <= 1.5 * written[0], written
+
+
+class IndexUpdates(StoreWrapper):
+    """Counts updates of the expiry index's head keys; every update yields first."""
+
+    def __init__(self, inner: KVStore) -> None:
+        super().__init__(inner)
+        self.head_updates = 0
+
+    async def update(self, key: str, fn: Callable[[Any], Any], **options: Any) -> Any:
+        await anyio.lowlevel.checkpoint()  # as over a network: other tasks run meanwhile
+        self.head_updates += key.startswith("x:") and ":" not in key[2:]
+        return await self.inner.update(key, fn, **options)
+
+
+@pytest.mark.parametrize(
+    "backend", ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+)
+async def test_concurrent_creates_share_their_bucket_update_and_are_all_swept_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """300 creates at once land in one bucket: a few head updates, not 300 racing ones."""
+    clock = ManualClock(time.time())  # near the wall clock: Redis keeps its TTLs on that one
+    if backend == "redis":
+        service = open_service(request.getfixturevalue("redis_url"), metrics=False)
+    else:
+        url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'kv.db'}"
+        service = open_service(url, metrics=False, clock=clock)
+    counting = IndexUpdates(service.get_store(SESSIONS_STORE))
+    fired: list[str] = []
+    manager = SessionManager(
+        Host(SingleStoreService(counting)), clock=clock, on_expired=lambda s: fired.append(s.id)
+    )
+    created: list[str] = []
+
+    async def create() -> None:
+        created.append((await manager.create(user_id="u", timeout={"timeout_minutes": 5})).id)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(300):
+            group.start_soon(create)
+    # One update per batch (at most CHUNK ids), plus one per head copied to a chunk.
+    assert counting.head_updates <= 2 * (300 // CHUNK + 2), counting.head_updates
+    clock.advance_by(5 * 60 + 2 * BUCKET_SECONDS)
+    if backend == "redis":
+        await shift_server_clocks([request.getfixturevalue("redis_url")], 5 * 60 + 20)
+    assert await manager.sweep() == 300
+    assert sorted(fired) == sorted(created)
+    await service.aclose()
 
 
 async def test_ending_or_expiring_a_session_removes_its_cached_states() -> None:

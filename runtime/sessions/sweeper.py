@@ -4,9 +4,11 @@ Every session is indexed in the :data:`~runtime.sessions.keys.BUCKET_SECONDS`-wi
 time bucket its expiry falls in. A bucket is a head key ``x:{bucket}`` holding
 ``{"n": chunks, "ids": [...]}`` with at most :data:`CHUNK` ids, and full chunks
 ``x:{bucket}:{i}``: a create rewrites at most one chunk, so creates cost the
-same however many sessions share the bucket (the first release kept one list
+same however many sessions share the bucket, and concurrent creates of one
+process share one update of the head (the first release kept one list
 per bucket under ``e:{bucket}``, which is still read). A full head is first
-copied to its chunk, then emptied, so a crash in between loses no id.
+copied to its chunk (one that cannot take a whole batch, too), then emptied,
+so a crash in between loses no id.
 
 A sweep reads the buckets that came due since the last sweep (the ``c:sweep``
 cursor), and always those of the last ``lookback`` seconds by its own clock:
@@ -42,6 +44,7 @@ from .keys import (
     message_key,
     session_key,
 )
+from .lanes import Lanes
 from .record import SessionRecord
 
 __all__ = ["Skip", "Sweeper"]
@@ -130,6 +133,8 @@ class Sweeper:
         self._report = report
         self._lookback = math.ceil(lookback / BUCKET_SECONDS) + 2
         self._state_store = state_store
+        # A batch fits an empty head, so a full one is copied at most once per batch.
+        self._indexing: Lanes[int, tuple[str, float]] = Lanes(self._index_batch, max_batch=CHUNK)
 
     async def sweep(self, now: float) -> int:
         """Remove the sessions expired at *now*; returns how many this call removed."""
@@ -160,9 +165,17 @@ class Sweeper:
         return removed
 
     async def index(self, sid: str, expires_at: float, now: float) -> None:
-        """Add *sid* to the bucket of *expires_at*."""
-        bucket = bucket_of(expires_at)
-        ttl = self._bucket_ttl(bucket, now)
+        """Add *sid* to the bucket of *expires_at*.
+
+        Concurrent calls of this process for one bucket share one update of
+        its head (:mod:`.lanes`): creates at once would otherwise all retry
+        their compare-and-set on that one key.
+        """
+        await self._indexing.run(bucket_of(expires_at), (sid, now))
+
+    async def _index_batch(self, bucket: int, batch: list[tuple[str, float]]) -> None:
+        sids = list(dict.fromkeys(sid for sid, _ in batch))
+        ttl = max(self._bucket_ttl(bucket, now) for _, now in batch)
         copied: _Full | None = None
 
         def add(value: Any) -> dict[str, Any]:
@@ -170,11 +183,13 @@ class Sweeper:
             if copied is not None and copied.chunk == chunk:
                 done = set(copied.ids)
                 chunk, ids = chunk + 1, [i for i in ids if i not in done]
-            if sid in ids:
+            present = set(ids)
+            new = [sid for sid in sids if sid not in present]
+            if not new:
                 return {"n": chunk, "ids": ids}
-            if len(ids) >= CHUNK:
+            if ids and len(ids) + len(new) > CHUNK:
                 raise _Full(chunk, ids)
-            return {"n": chunk, "ids": [*ids, sid]}
+            return {"n": chunk, "ids": [*ids, *new]}
 
         while True:
             try:

@@ -16,9 +16,10 @@ counts them as holes, so a stalled request whose marker a retry took over
 never stores its exchange next to the retry's. The pending range lists its
 keyed exchanges (:data:`~.record.Fence`) for whoever has to give it up.
 
-Inside one process the appends to one session go through a *lane*: the task
-that gets the lane's lock writes every append queued so far as one batch (one
-allocation, one write, one commit), the others wait for their answer. So 64
+Inside one process the appends to one session go through a *lane*
+(:mod:`.lanes`): the task that gets the lane's lock writes every append queued
+so far as one batch (one allocation, one write, one commit), the others wait for
+their answer. So 64
 concurrent senders on one session cost a few store round trips per batch, not
 an optimistic-transaction retry storm; replicas still coordinate through the
 record's atomic ``update`` only, so any :class:`~kvstore.KVStore` works.
@@ -58,6 +59,7 @@ from . import idempotency
 from .history import TOMBSTONE_FIELD, is_hole
 from .idempotency import ClaimLostError, Lease
 from .keys import message_key, session_key
+from .lanes import Lanes
 from .record import Fence, Lifetime, Pending, SessionRecord, spans
 
 __all__ = ["Appended", "Draft", "SessionWriter"]
@@ -94,17 +96,9 @@ class _Append:
     renewals: int
     lease: Lease | None
     known: Lifetime | None = None
-    done: bool = False
     messages: list[Message] = field(default_factory=list)
     record: SessionRecord | None = None
     error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class _Lane:
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    queue: list[_Append] = field(default_factory=list)
-    users: int = 0
 
 
 class SessionWriter:
@@ -138,7 +132,7 @@ class SessionWriter:
         self._clock = clock
         self._grace = grace_seconds
         self._commit_timeout = commit_timeout
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: Lanes[str, _Append] = Lanes(self._write, max_batch=_MAX_BATCH)
 
     async def append(
         self,
@@ -168,40 +162,12 @@ class SessionWriter:
                 when the range is given up (``commit_timeout``).
         """
         job = _Append(drafts, renewals, lease, known)
-        lane = self._lanes.get(sid)
-        if lane is None:
-            lane = self._lanes[sid] = _Lane()
-        lane.queue.append(job)
-        lane.users += 1
-        try:
-            async with lane.lock:
-                if not job.done:
-                    batch, lane.queue = lane.queue[:_MAX_BATCH], lane.queue[_MAX_BATCH:]
-                    # Shielded: the other tasks of the batch wait for this one.
-                    with anyio.CancelScope(shield=True):
-                        await self._write(sid, batch)
-        finally:
-            lane.users -= 1
-            if lane.users == 0:
-                del self._lanes[sid]
+        await self._lanes.run(sid, job)
         if job.error is not None:
             raise job.error
         return Appended(job.messages, job.record)
 
     async def _write(self, sid: str, batch: list[_Append]) -> None:
-        try:
-            await self._write_batch(sid, batch)
-        except BaseException as err:
-            for job in batch:
-                if not job.done:
-                    job.error = err
-            if not isinstance(err, Exception):
-                raise
-        finally:
-            for job in batch:
-                job.done = True
-
-    async def _write_batch(self, sid: str, batch: list[_Append]) -> None:
         now = self._clock()
         total = sum(len(job.drafts) for job in batch)
         renewals = sum(job.renewals for job in batch)
