@@ -27,6 +27,9 @@ The modules, from the bottom up:
 ``keys``           the key scheme of the ``"sessions"`` store
 ``record``         :class:`~.record.SessionRecord`, the stored record, typed
 ``history``        the history search and page reads
+``lanes``          concurrent jobs on one key of a process, run in batches
+``idempotency``    the markers of ``Idempotency-Key`` sends
+``writer``         appending messages (allocate, write, commit; give-ups)
 ``sweeper``        the expiry bucket index and the sweep
 ``manager``        :class:`SessionManager`
 =================  ==============================================================
