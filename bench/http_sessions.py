@@ -2,6 +2,7 @@
 
     python -m bench.http_sessions [--duration 5] [--warmup 1] [--connections 64]
                                   [--threads 2] [--quick] [--json FILE]
+    python -m bench.http_sessions --spread-rounds 3 --duration 8 --warmup 2
 
 Operations, each a wrk run with a Lua script of its own:
 
@@ -33,6 +34,11 @@ the ratios of this one run. Two-replica rows sum the two wrk processes'
 requests/s and report the *worse* (higher) p50 and p99 of the two. wrk comes
 from Debian's packages (``apt-get install wrk``; ``make bench`` installs it when
 it can). Figures only: nothing is asserted.
+
+``--spread-rounds N`` runs only the headline pair, send spread on memory and on
+Redis, alternating N times against one ``serve`` per backend, and prints each
+round's ratio and their median: one run of the matrix moves by more than the
+aim's margin on a small machine.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -749,6 +756,32 @@ def _print_summary(doc: Mapping[str, Any]) -> None:
     )
 
 
+def spread_rounds(rounds: int, settings: Settings) -> dict[str, Any]:
+    """Send spread on memory and on Redis, alternating, *rounds* times: the headline ratio.
+
+    One ``serve`` per backend stays up for every round, so each round's two
+    rows run back to back under the same conditions; the ratio of each round
+    and their median are printed and returned.
+    """
+    send = next(op for op in OPERATIONS if op.name == "send spread")
+    rates: dict[str, list[float]] = {"memory": [], "redis": []}
+    with tempfile.TemporaryDirectory(prefix="http-sessions-") as name, RedisServer() as redis:
+        tmp = Path(name)
+        with ExitStack() as servers:
+            urls = {b: servers.enter_context(serve(_backend_env(b, tmp, redis.url))) for b in rates}
+            ids = {backend: create_sessions(url, SESSIONS) for backend, url in urls.items()}
+            for index in range(rounds):
+                for backend, url in urls.items():
+                    result, _ = run_wrk([url], send, ids[backend], settings, tmp)
+                    rates[backend].append(result.rps)
+                    print(_line(Row(backend, 1, f"send spread #{index + 1}", result, None), None))
+    ratios = [r / m for r, m in zip(rates["redis"], rates["memory"], strict=True)]
+    median = statistics.median(ratios)
+    print("send spread, redis / memory, per round:", ", ".join(f"{x:.2f}x" for x in ratios))
+    print(f"median of {rounds}: {median:.2f}x (aim >= 0.5x)")
+    return {"rates": rates, "ratios": ratios, "median": median}
+
+
 def _settings(
     *,
     quick: bool,
@@ -792,6 +825,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--spread-rounds",
+        type=int,
+        metavar="N",
+        help="only send spread on memory and Redis, alternating N times; the median ratio",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit(WRK_MISSING)
@@ -802,7 +841,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         connections=args.connections,
         threads=args.threads,
     )
-    doc = run_matrix(settings)
+    doc = (
+        run_matrix(settings)
+        if args.spread_rounds is None
+        else spread_rounds(args.spread_rounds, settings)
+    )
     if args.json is not None:
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return doc
