@@ -53,8 +53,14 @@ typecheck: $(VENV)/.dev
 # Two pytest-xdist workers (the CI machine has 2 cores); PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
 
+# pytest rewrites the asserts of its plugins' packages too (hypothesis, schemathesis, anyio…:
+# 366 modules) and caches the result beside their bytecode, unless PYTHONDONTWRITEBYTECODE
+# is set (as on the CI machine): then every pytest process, each xdist worker included,
+# rewrites them all again, 5–7 s each. The cache (__pycache__, ignored by git) is written.
+PYTEST_ENV := PYTHONDONTWRITEBYTECODE=
+
 pytest: $(VENV)/.dev
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --cov --cov-report=term $(PYTEST_ARGS)
+	$(PYTEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --cov --cov-report=term $(PYTEST_ARGS)
 
 # The LangGraph/LangChain suites (tests_integrations/, its own pytest.ini) in a
 # venv of their own: langchain-tests brings pytest plugins the main suite must not load.
@@ -70,8 +76,8 @@ typecheck-integrations: $(VENV_INTEGRATIONS)/.installed
 	$(PYI) -m mypy --config-file tests_integrations/mypy.ini
 
 pytest-integrations: typecheck-integrations
-	$(PYI) -m pytest -c tests_integrations/pytest.ini tests_integrations -n $(PYTEST_WORKERS) \
-		--cov --cov-config=tests_integrations/coveragerc --cov-report=term $(PYTEST_INTEGRATIONS_ARGS)
+	$(PYTEST_ENV) $(PYI) -m pytest -c tests_integrations/pytest.ini tests_integrations \
+		-n $(PYTEST_WORKERS) --cov --cov-config=tests_integrations/coveragerc --cov-report=term $(PYTEST_INTEGRATIONS_ARGS)
 
 test: lint typecheck pytest pytest-integrations
 
