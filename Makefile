@@ -61,11 +61,11 @@ PYTEST_WORKERS ?= 3
 PYTEST_DIST ?= worksteal
 XDIST = -n $(PYTEST_WORKERS) $(if $(filter 0,$(PYTEST_WORKERS)),,--dist $(PYTEST_DIST))
 
-# pytest rewrites the asserts of its plugins' packages too (hypothesis, schemathesis, anyio…:
-# 366 modules) and caches the result beside their bytecode, unless PYTHONDONTWRITEBYTECODE
-# is set (as on the CI machine): then every pytest process, each xdist worker included,
-# rewrites them all again on every run (the main suite starts in 13 s instead of 6–7 s).
-# The cache (__pycache__, ignored by git) is written.
+# pytest caches the modules whose asserts it rewrites (the tests, conftest.py, the plugins;
+# the integration suite auto-loads its plugins, so every module of their packages) beside
+# their bytecode, unless PYTHONDONTWRITEBYTECODE is set, as on the CI machine: then every
+# pytest process, each xdist worker, rewrites them all again on every run. The cache
+# (__pycache__, ignored by git) is written.
 PYTEST_ENV := PYTHONDONTWRITEBYTECODE=
 
 pytest: $(VENV)/.dev
