@@ -438,10 +438,7 @@ class SessionManager:
                 " message must hold its reply"
             )
         else:
-            appended = await self._writer.append(
-                session.id, [Draft("user", text, meta)], renewals=1, known=lifetime
-            )
-            (user,), record = appended
+            user, record = await self._open(session.id, text, meta, lifetime)
         after = await self._session_after(session, record)
         return Posted(user, answer, after, after.renewal_count > session.renewal_count)
 
@@ -572,8 +569,17 @@ class SessionManager:
         """
         sid = check_id(session_id)
         text, meta, _ = self._message_input(content, metadata, None)
-        (user,), _ = await self._writer.append(sid, [Draft("user", text, meta)], renewals=1)
+        user, _ = await self._open(sid, text, meta, None)
         return user
+
+    async def _open(
+        self, sid: str, text: str, meta: dict[str, Any], known: Lifetime | None
+    ) -> tuple[Message, SessionRecord | None]:
+        """Store the user's message alone; also the record as committed (if known)."""
+        (user,), record = await self._writer.append(
+            sid, [Draft("user", text, meta)], renewals=1, known=known
+        )
+        return user, record
 
     async def close_exchange(
         self,

@@ -158,8 +158,12 @@ class Lifetime:
 
     def expiry_bound(self, now: float) -> float:
         """An upper bound of ``expires_at`` after any activity at *now*."""
-        latest = self.created_at + self.timeout.max_duration_minutes * 60.0
-        return float(min(now + self.timeout.timeout_minutes * 60.0, latest))
+        return float(min(now + self.timeout.timeout_minutes * 60.0, self.latest_end))
+
+    @property
+    def latest_end(self) -> float:
+        """The latest moment the session can possibly be alive (``created_at + max duration``)."""
+        return float(self.created_at + self.timeout.max_duration_minutes * 60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +240,7 @@ class SessionRecord:
     @property
     def latest_end(self) -> float:
         """The latest moment the session can possibly be alive (``created_at + max duration``)."""
-        return float(self.created_at + self.timeout.max_duration_minutes * 60.0)
+        return self.lifetime.latest_end
 
     def expiry_bound(self, now: float) -> float:
         """An upper bound of ``expires_at`` after any activity at *now*.
@@ -322,7 +326,7 @@ class SessionRecord:
         there (a giver-up passes them; a writer dropping its own lost seqs
         need not, since nobody else writes them).
         """
-        if all(entry[0] != first for entry in self.pending):
+        if not self.is_pending(first):
             return self
         return dataclasses.replace(
             self.committed(first), holes=self.holes + tombstones, dead=self.dead + dead
